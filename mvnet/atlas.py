@@ -185,6 +185,7 @@ class Atlas:
                 file.write(data)
                 file.flush()
                 os.fsync(file.fileno())
+            os.chmod(temporary, 0o644)  # mkstemp makes 0600; an atlas is meant to be read by others
             os.replace(temporary, path)
         except BaseException:
             if os.path.exists(temporary):

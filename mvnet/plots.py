@@ -22,7 +22,7 @@ from mvnet.audio import HOP_LENGTH, N_MELS, N_SEGMENTS, SAMPLE_RATE, SEGMENT_FRA
 
 DPI = 100
 MAP_SIZE_INCHES = (6.4, 5.0)  # 640 x 500 pixels
-MEL_SIZE_INCHES = (9.6, 3.0)  # 960 x 300 pixels
+MEL_SIZE_INCHES = (7.2, 3.4)  # 720 x 340 pixels
 CURVE_SIZE_INCHES = (6.4, 3.6)
 MAP_MARGIN = 0.08  # fraction of the reference points' extent left free around them
 
@@ -31,7 +31,8 @@ ERA_COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#0072B2", "#D55E00",
 HIGHLIGHT_COLOUR = "#000000"
 
 __all__ = [
-    "PixelMapping", "mel_image", "era_map_image", "message_image", "curves_image", "ERA_COLOURS", "DPI",
+    "PixelMapping", "mel_image", "era_map_image", "message_image", "curves_image", "painting_images",
+    "ERA_COLOURS", "DPI",
 ]
 
 
@@ -107,7 +108,7 @@ def mel_image(features, start_seconds: float = 0.0, title: str | None = None) ->
     frame_seconds = HOP_LENGTH / SAMPLE_RATE
     # Band centres of librosa's Slaney mel filter bank (the same bank LogMel uses).
     centres = librosa.mel_frequencies(n_mels=N_MELS + 2, fmin=0.0, fmax=SAMPLE_RATE / 2)[1:-1]
-    tick_hz = [hz for hz in (128, 256, 512, 1024, 2048, 4096, 8192) if hz < centres[-1]]
+    tick_hz = [hz for hz in (256, 512, 1024, 2048, 4096, 8192) if hz < centres[-1]]
     tick_bins = np.interp(tick_hz, centres, np.arange(N_MELS))
     low, high = float(features.min()), float(features.max())
 
@@ -120,15 +121,18 @@ def mel_image(features, start_seconds: float = 0.0, title: str | None = None) ->
             extent=(begin - frame_seconds / 2, begin + (SEGMENT_FRAMES - 0.5) * frame_seconds, -0.5, N_MELS - 0.5),
             interpolation="nearest",
         )
-        ax.set_xlabel("time (s)")
-        ax.set_title(f"segment {index + 1}", fontsize=9)
+        ax.set_xlabel("time (s)", fontsize=8)
+        ax.set_title(f"segment {index + 1}", fontsize=8)
         ax.set_yticks(tick_bins, [f"{hz:g}" if hz < 1000 else f"{hz / 1000:g}k" for hz in tick_hz])
-    axes[0].set_ylabel("frequency (Hz, mel scale)")
-    colourbar = figure.colorbar(picture, ax=list(axes), pad=0.01, fraction=0.03)
-    colourbar.set_label("dB")
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("frequency (Hz, mel scale)", fontsize=8)
+    figure.subplots_adjust(left=0.1, right=0.88, bottom=0.14, top=0.8 if title else 0.88, wspace=0.08)
+    colour_axes = figure.add_axes((0.895, 0.14, 0.018, (0.8 if title else 0.88) - 0.14))
+    colourbar = figure.colorbar(picture, cax=colour_axes)
+    colourbar.set_label("dB", fontsize=8)
+    colourbar.ax.tick_params(labelsize=7)
     if title:
-        figure.suptitle(title, fontsize=10)
-    figure.subplots_adjust(left=0.075, right=0.9, bottom=0.16, top=0.84 if title else 0.9, wspace=0.06)
+        figure.text(0.02, 0.95, title, fontsize=10, ha="left", va="center")
     return _to_array(canvas)
 
 
@@ -155,7 +159,7 @@ def era_map_image(atlas, highlight: Sequence[float] | None = None, highlight_lab
     Returns ((500, 640, 3) uint8 image, PixelMapping).
     """
     figure, canvas = _new_figure(MAP_SIZE_INCHES)
-    ax = figure.add_axes((0.06, 0.07, 0.92, 0.85))
+    ax = figure.add_axes((0.08, 0.09, 0.9, 0.78))
     x_min, x_max, y_min, y_max = map_limits(atlas)
     ax.set_xlim(x_min, x_max)
     ax.set_ylim(y_min, y_max)
@@ -194,10 +198,10 @@ def era_map_image(atlas, highlight: Sequence[float] | None = None, highlight_lab
             ax.annotate(highlight_label, (hx, hy), xytext=(8, 8), textcoords="offset points", fontsize=9,
                         zorder=7, bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.9,
                                         "linewidth": 0.5})
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 1.085), ncol=len(atlas.era_names), fontsize=7.5,
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(atlas.era_names), fontsize=7.5,
               frameon=False, markerscale=2.0, handletextpad=0.2, columnspacing=0.9)
-    if title:
-        ax.set_title(title, fontsize=9, loc="left")
+    if title:  # top left: the app overlays its buttons on the top right corner
+        figure.text(0.02, 0.96, title, fontsize=10, ha="left", va="center")
     image = _to_array(canvas)
     return image, PixelMapping.from_axes(ax, image.shape[1], image.shape[0])
 
@@ -234,3 +238,20 @@ def curves_image(series: Mapping[str, Sequence[tuple[float, float]]], x_label: s
         ax.set_title(title, fontsize=10)
     figure.tight_layout()
     return _to_array(canvas)
+
+
+# -------------------------------------------------------------------------------------------- paintings
+
+
+def painting_images(images, size: int = 256) -> list:
+    """Generated images (n, 3, H, W) in [0, 1] (tensor or array) -> n PIL images of size x size pixels.
+
+    Upscaled with Lanczos so the 64x64 paintings are not shown as blurry thumbnails in the gallery.
+    """
+    from PIL import Image
+
+    array = np.asarray(images.detach().cpu().numpy() if hasattr(images, "detach") else images, dtype=np.float32)
+    if array.ndim != 4 or array.shape[1] != 3:
+        raise ValueError(f"expected images (n, 3, H, W), got shape {array.shape}")
+    pixels = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+    return [Image.fromarray(p).resize((size, size), Image.LANCZOS) for p in pixels]

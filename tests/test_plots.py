@@ -8,7 +8,15 @@ from matplotlib.figure import Figure
 from mvnet import ERAS
 from mvnet.atlas import Atlas
 from mvnet.audio import N_MELS, N_SEGMENTS, SEGMENT_FRAMES
-from mvnet.plots import PixelMapping, curves_image, era_map_image, map_limits, mel_image, message_image
+from mvnet.plots import (
+    PixelMapping,
+    curves_image,
+    era_map_image,
+    map_limits,
+    mel_image,
+    message_image,
+    painting_images,
+)
 
 
 def small_atlas():
@@ -20,7 +28,7 @@ def small_atlas():
 def test_mel_image_has_fixed_size_and_shows_the_features():
     features = np.random.default_rng(0).uniform(-80, 0, (N_SEGMENTS, N_MELS, SEGMENT_FRAMES))
     image = mel_image(features, start_seconds=12.0, title="test")
-    assert image.shape == (300, 960, 3) and image.dtype == np.uint8
+    assert image.shape == (340, 720, 3) and image.dtype == np.uint8
     assert image.std() > 20  # not a blank canvas
     with pytest.raises(ValueError, match="expected features"):
         mel_image(features[:2])
@@ -54,7 +62,7 @@ def test_a_marker_drawn_at_a_data_point_is_found_at_its_mapped_pixel():
     """Independent of matplotlib's transform: find a drawn marker in the pixels, map it back."""
     figure = Figure(figsize=(6.4, 5.0), dpi=100)
     canvas = FigureCanvasAgg(figure)
-    ax = figure.add_axes((0.06, 0.07, 0.92, 0.85))
+    ax = figure.add_axes((0.08, 0.09, 0.9, 0.78))
     ax.set_xlim(-3.0, 7.0)
     ax.set_ylim(2.0, 4.0)
     canvas.draw()
@@ -71,7 +79,7 @@ def test_a_marker_drawn_at_a_data_point_is_found_at_its_mapped_pixel():
         near = (np.abs(columns + 0.5 - u) < 8) & (np.abs(rows + 0.5 - v) < 8)
         assert near.sum() >= 9, "marker not found where the mapping puts it"
         found = mapping.data_at_click(columns[near].mean(), rows[near].mean())
-        one_pixel = (10.0 / (0.92 * 640), 2.0 / (0.85 * 500))  # data units per pixel
+        one_pixel = (10.0 / (0.9 * 640), 2.0 / (0.78 * 500))  # data units per pixel
         assert abs(found[0] - x) <= one_pixel[0] and abs(found[1] - y) <= one_pixel[1]
 
 
@@ -94,3 +102,14 @@ def test_message_and_curves_images_render():
     curves = curves_image({"loss": [(0, 3.0), (1, 2.0), (2, 1.5)], "empty": []})
     assert curves.shape == (360, 640, 3) and curves.std() > 5
     assert curves_image({}).shape == (360, 640, 3)
+
+
+def test_painting_images_keep_colours_and_upscale():
+    images = np.zeros((2, 3, 64, 64), np.float32)
+    images[0, 0] = 1.0  # red
+    images[1, 2] = 1.0  # blue
+    pictures = painting_images(images, size=128)
+    assert [p.size for p in pictures] == [(128, 128)] * 2
+    assert pictures[0].getpixel((60, 60)) == (255, 0, 0) and pictures[1].getpixel((5, 5)) == (0, 0, 255)
+    with pytest.raises(ValueError, match="expected images"):
+        painting_images(np.zeros((2, 64, 64)))
