@@ -91,10 +91,18 @@ def test_allocate_clips_hits_target_within_capacity():
 def test_programs_come_from_the_shared_pool():
     rng = np.random.default_rng(1)
     drawn = [choose_programs(n, rng) for n in (1, 2, 4, 4, 6) * 40]
-    assert all(len(p) == n for p, n in zip(drawn, (1, 2, 4, 4, 6) * 40, strict=True))
-    used = {p for programs in drawn for p in programs}
+    used = {p for programs, _ in drawn for p in programs}
     assert used <= set(PROGRAM_POOL) and len(used) > len(PROGRAM_POOL) // 2
-    assert all(len(set(p)) <= 3 for p in drawn)
+    assert all(1 <= len(set(p)) <= 3 for p, _ in drawn)
+    for (programs, by_register), n in zip(drawn, (1, 2, 4, 4, 6) * 40, strict=True):
+        assert len(programs) == (len(set(programs)) if by_register else n)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_number_of_instruments_does_not_depend_on_the_score(seed):
+    """A one-track piano score and a 5-voice choir get the same instrument count from the same seed."""
+    counts = {len(set(choose_programs(n, np.random.default_rng(seed))[0])) for n in (1, 2, 5)}
+    assert len(counts) == 1
 
 
 def test_missing_fluidsynth_or_soundfont_says_what_to_install(monkeypatch, tmp_path):
@@ -259,7 +267,7 @@ def test_clip_window_keeps_timing_and_held_notes(tmp_path):
     score = load_score(str(tmp_path / "x.mid"))
     assert score.duration == pytest.approx(20.0)
     assert score.activity(4.0, 13.0) == pytest.approx(4.0 / 9.0)
-    segments = [Segment(score, 4.0, [0]), Segment(score, 15.0, [0])]
+    segments = [Segment(score, 4.0, [0]), Segment(score, 15.0, [0])]  # one voice, one program
     write_render_midi(segments, str(tmp_path / "r.mid"))
     wave = render_midi(str(tmp_path / "r.mid"), font, str(tmp_path / "r.wav"))
 
@@ -270,3 +278,34 @@ def test_clip_window_keeps_timing_and_held_notes(tmp_path):
     first, second = segments
     assert loudness(first, 0.5) < -90 < loudness(first, 1.1)  # the note at 5 s starts 1 s into the clip
     assert loudness(second, 0.2) > -90  # the note held since 10 s sounds from the clip's start
+
+
+@pytest.mark.slow
+def test_register_bands_give_a_one_voice_score_several_channels(tmp_path):
+    _small_soundfont()
+    _write_midi(tmp_path / "x.mid", 12.0, program=0, voices=1, seed=0)
+    score = load_score(str(tmp_path / "x.mid"))
+    assert score.n_voices == 1
+    write_render_midi([Segment(score, 1.0, [0, 40, 73], by_register=True)], str(tmp_path / "r.mid"))
+    notes = [m for m in mido.MidiFile(tmp_path / "r.mid") if m.type == "note_on"]
+    by_channel = {}
+    for m in notes:
+        by_channel.setdefault(m.channel, []).append(m.note)
+    assert len(by_channel) == 3  # low, middle and high notes on three instruments
+    lows, mids, highs = (by_channel[c] for c in sorted(by_channel))
+    assert max(lows) <= min(mids) and max(mids) <= min(highs)
+    programs = {m.channel: m.program for m in mido.MidiFile(tmp_path / "r.mid") if m.type == "program_change"}
+    assert sorted(programs.values()) == [0, 40, 73]
+
+
+@pytest.mark.slow
+def test_cli_inspect_and_cache(tiny_corpus, capsys):
+    _, manifest, out = tiny_corpus
+    assert corpus.main(["inspect", str(out)]) == 0
+    assert "label counts" in capsys.readouterr().out
+    assert corpus.main(["cache", str(out), "--cache-dir", str(out / "_features")]) == 0
+    first = capsys.readouterr().out
+    n_clips = len(manifest["clips"])
+    assert f"{n_clips} clips, computed {n_clips}, reused 0" in first
+    assert corpus.main(["cache", str(out), "--cache-dir", str(out / "_features")]) == 0
+    assert f"{n_clips} clips, computed 0, reused {n_clips}" in capsys.readouterr().out

@@ -20,7 +20,9 @@ How a clip is made, and why:
   the MIDI, so only the clip is synthesized, not the whole piece.
 - Timbre must not give the era away (the scores are choir for Palestrina, piano for Chopin), so every
   clip gets 1-3 instruments drawn from one pool shared by all eras (`PROGRAM_POOL`), spread over the
-  score's voices (track x channel), plus a soundfont drawn from those found. Percussion (channel 10)
+  score's voices (track x channel), or over pitch bands when the score has fewer voices than
+  instruments (so a one-track piano score sounds as varied as a 4-part choir); plus a soundfont
+  drawn from those found. Percussion (channel 10)
   is dropped. Level is normalized per clip (RMS -20 dBFS), so loudness does not tell the era either.
 - Clips of several pieces are rendered in one fluidsynth call per soundfont (fluidsynth's start-up
   costs more than rendering a clip), on a pool of worker processes.
@@ -79,6 +81,7 @@ TARGET_RMS = 0.1  # -20 dBFS
 SILENT_RMS = 1e-4
 SILENT_FRAME_FRACTION = 0.5  # more than this share of 0.1-s frames 40 dB below the loudest = near-silent
 PIECES_PER_TASK = 6
+PLAN_VERSION = 2  # bump when clip planning or rendering changes, so a resumed build redoes staged clips
 _OUT_TICKS_PER_BEAT = 480
 _OUT_TEMPO = 500_000  # us per beat -> 960 ticks per second
 _TICKS_PER_SECOND = _OUT_TICKS_PER_BEAT * 1_000_000 / _OUT_TEMPO
@@ -341,6 +344,7 @@ class Score:
     n_voices: int
     duration: float
     sounding: list[tuple[float, float]] = field(default_factory=list)  # merged note intervals, seconds
+    pitches: list[int] = field(default_factory=list)  # every note's MIDI pitch, for register bands
 
     def activity(self, start: float, end: float) -> float:
         """Fraction of [start, end) in which at least one note sounds."""
@@ -418,7 +422,7 @@ def load_score(path: str) -> Score:
             merged[-1] = (merged[-1][0], max(merged[-1][1], e))
         else:
             merged.append((s, e))
-    return Score(events, len(voices), end, merged)
+    return Score(events, len(voices), end, merged, [a for _, _, kind, a, _ in events if kind == "on"])
 
 
 def choose_offsets(score: Score, n: int, rng: np.random.Generator) -> tuple[list[float], list[dict]]:
@@ -446,35 +450,64 @@ def choose_offsets(score: Score, n: int, rng: np.random.Generator) -> tuple[list
     return offsets, skipped
 
 
-def choose_programs(n_voices: int, rng: np.random.Generator) -> list[int]:
-    """One GM program per voice: 1-3 instruments from PROGRAM_POOL, whatever the era or score."""
+def choose_programs(score_voices: int, rng: np.random.Generator) -> tuple[list[int], bool]:
+    """Programs for one clip: 1-3 instruments from PROGRAM_POOL, drawn the same way for every score.
+
+    Returns (programs, by_register). With at least as many voices as instruments, programs[v] is voice
+    v's program (every instrument plays at least one voice). With fewer voices (a one-track piano
+    score and 3 instruments), by_register is True and programs[b] plays pitch band b, low to high, so
+    the number of instruments never depends on how the score was encoded, and so never on the era.
+    """
     pool = np.array(sorted(PROGRAM_POOL))
-    n_instruments = min(int(rng.choice(INSTRUMENTS_PER_CLIP, p=INSTRUMENTS_PER_CLIP_P)), max(1, n_voices))
-    instruments = rng.choice(pool, size=n_instruments, replace=False)
-    # every chosen instrument plays at least one voice; the rest are spread at random
-    per_voice = list(instruments) + list(rng.choice(instruments, size=max(0, n_voices - n_instruments)))
+    n_instruments = int(rng.choice(INSTRUMENTS_PER_CLIP, p=INSTRUMENTS_PER_CLIP_P))
+    instruments = [int(p) for p in rng.choice(pool, size=n_instruments, replace=False)]
+    if score_voices < n_instruments:
+        return instruments, True
+    per_voice = instruments + [int(p) for p in rng.choice(instruments, size=score_voices - n_instruments)]
     rng.shuffle(per_voice)
-    return [int(p) for p in per_voice[:n_voices]]
+    return per_voice, False
 
 
 @dataclass
 class Segment:
-    """One clip inside a render: score window [offset - pre_roll, offset + CLIP_SECONDS)."""
+    """One clip inside a render: score window [offset - pre_roll, offset + CLIP_SECONDS).
+
+    programs: one per part; a part is a voice, or with by_register a pitch band of the whole score
+    (band edges at pitch quantiles of the piece). Each part gets its own MIDI channel.
+    """
     score: Score
     offset: float
-    programs: list[int]  # per voice
+    programs: list[int]
+    by_register: bool = False
     base: float = 0.0  # where the window starts in the rendered file, seconds
     pre_roll: float = 0.0
 
 
 def _window_messages(seg: Segment):
-    """(seconds in render, order, mido message) for one segment."""
+    """(seconds in render, order, mido message) for one segment, and the segment's length in seconds."""
     import mido
 
     start = max(0.0, seg.offset - PRE_ROLL_SECONDS)
     end = seg.offset + CLIP_SECONDS
     seg.pre_roll = seg.offset - start
-    channel_of = [_OUT_CHANNELS[v % len(_OUT_CHANNELS)] for v in range(seg.score.n_voices)]
+    n_parts = len(seg.programs)
+    channels = [_OUT_CHANNELS[p % len(_OUT_CHANNELS)] for p in range(n_parts)]
+    if seg.by_register:
+        quantiles = np.quantile(seg.score.pitches or [60], [b / n_parts for b in range(1, n_parts)])
+        edges = [float(q) + 0.5 for q in quantiles]
+
+        def note_channel(v, note):
+            return channels[bisect_right(edges, note)]
+
+        def voice_channels(v):  # pedal, volume and bends of any voice reach every band
+            return channels
+    else:
+        def note_channel(v, note):
+            return channels[v % n_parts]
+
+        def voice_channels(v):
+            return [channels[v % n_parts]]
+
     held: dict[tuple[int, int], int] = {}
     controls: dict[tuple[int, int], int] = {}
     pitch: dict[int, int] = {}
@@ -493,29 +526,29 @@ def _window_messages(seg: Segment):
             pitch[v] = a
         i += 1
     t0 = seg.base
-    for v, channel in enumerate(channel_of):
+    for channel, program in zip(channels, seg.programs, strict=True):
         out.append((t0, 0, mido.Message("control_change", channel=channel, control=121, value=0)))
-        out.append((t0, 1, mido.Message("program_change", channel=channel, program=seg.programs[v])))
+        out.append((t0, 1, mido.Message("program_change", channel=channel, program=program)))
     for (v, control), value in controls.items():
-        out.append((t0, 2, mido.Message("control_change", channel=channel_of[v], control=control, value=value)))
+        out += [(t0, 2, mido.Message("control_change", channel=c, control=control, value=value)) for c in voice_channels(v)]
     for v, value in pitch.items():
-        out.append((t0, 2, mido.Message("pitchwheel", channel=channel_of[v], pitch=value)))
+        out += [(t0, 2, mido.Message("pitchwheel", channel=c, pitch=value)) for c in voice_channels(v)]
     for (v, note), velocity in held.items():
-        out.append((t0, 3, mido.Message("note_on", channel=channel_of[v], note=note, velocity=velocity)))
+        out.append((t0, 3, mido.Message("note_on", channel=note_channel(v, note), note=note, velocity=velocity)))
     while i < len(events) and events[i][0] < end:
         t, v, kind, a, b = events[i]
         at = t0 + t - start
         if kind == "on":
-            out.append((at, 3, mido.Message("note_on", channel=channel_of[v], note=a, velocity=b)))
+            out.append((at, 3, mido.Message("note_on", channel=note_channel(v, a), note=a, velocity=b)))
         elif kind == "off":
-            out.append((at, 2, mido.Message("note_off", channel=channel_of[v], note=a)))
+            out.append((at, 2, mido.Message("note_off", channel=note_channel(v, a), note=a)))
         elif kind == "cc":
-            out.append((at, 2, mido.Message("control_change", channel=channel_of[v], control=a, value=b)))
+            out += [(at, 2, mido.Message("control_change", channel=c, control=a, value=b)) for c in voice_channels(v)]
         else:
-            out.append((at, 2, mido.Message("pitchwheel", channel=channel_of[v], pitch=a)))
+            out += [(at, 2, mido.Message("pitchwheel", channel=c, pitch=a)) for c in voice_channels(v)]
         i += 1
     stop = t0 + end - start
-    for channel in sorted(set(channel_of)):
+    for channel in sorted(set(channels)):
         out.append((stop, 4, mido.Message("control_change", channel=channel, control=64, value=0)))
         out.append((stop, 5, mido.Message("control_change", channel=channel, control=123, value=0)))
     return out, stop - t0
@@ -672,7 +705,7 @@ def _job_done(job: PieceJob) -> dict | None:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if record.get("n_clips_asked") != job.n_clips:
+    if record.get("n_clips_asked") != job.n_clips or record.get("plan_version") != PLAN_VERSION:
         return None
     if all((Path(job.staged_dir) / c["staged"]).is_file() for c in record["clips"]):
         return record
@@ -691,10 +724,10 @@ def render_pieces(jobs: list[PieceJob], soundfonts: list[str], seed: int, audio_
         piece = job.piece
         if job.n_clips == 0:  # nothing asked of this piece: do not spend time parsing it
             records.append({"piece": piece.rel, "era": piece.era, "work": piece.work, "n_clips_asked": 0,
-                            "clips": [], "skipped": []})
+                            "plan_version": PLAN_VERSION, "clips": [], "skipped": []})
             continue
         record = {"piece": piece.rel, "era": piece.era, "work": piece.work, "n_clips_asked": job.n_clips,
-                  "clips": [], "skipped": []}
+                  "plan_version": PLAN_VERSION, "clips": [], "skipped": []}
         try:
             score = load_score(piece.path)
         except CorpusError as exc:
@@ -710,9 +743,9 @@ def render_pieces(jobs: list[PieceJob], soundfonts: list[str], seed: int, audio_
         planned = []
         for j, offset in enumerate(offsets):
             clip_rng = _rng(seed, "timbre", piece.rel, j)
-            programs = choose_programs(score.n_voices, clip_rng)
+            programs, by_register = choose_programs(score.n_voices, clip_rng)
             font = soundfonts[int(clip_rng.integers(len(soundfonts)))]
-            seg = Segment(score, offset, programs)
+            seg = Segment(score, offset, programs, by_register)
             segments_by_font[font].append(seg)
             planned.append((j, seg, font))
         pending.append((job, record, planned))
@@ -734,7 +767,7 @@ def render_pieces(jobs: list[PieceJob], soundfonts: list[str], seed: int, audio_
         for j, seg, font in planned:
             clip = rendered[id(seg)]
             entry = {"offset_seconds": seg.offset, "soundfont": Path(font).name,
-                     "programs": sorted(set(seg.programs)),
+                     "programs": sorted(set(seg.programs)), "by_register": seg.by_register,
                      "instruments": [PROGRAM_POOL[p] for p in sorted(set(seg.programs))]}
             reason = silence_reason(clip)
             if reason:
@@ -1023,14 +1056,12 @@ def main(argv: list[str] | None = None) -> int:
 
             corpus = read_musart(args.root)
             cache = FeatureCache(args.cache_dir or Path(args.root) / "_features", device=args.device)
-            started = time.time()
-            for side in ("training", "testing"):
-                paths = [item.audio for item in corpus.items(side)]
-                if paths:
-                    cache.features_for(paths, progress=True)
+            # training rows first, then testing: each split is then one contiguous memmap slice
+            paths = [item.path for side in ("training", "testing") for item in corpus.items(side)]
+            cache.features_for(paths, progress=True)
             stats = cache.last_stats
-            print(f"feature cache {cache.cache_dir}: {len(cache)} clips, computed {stats.computed} in the last "
-                  f"call, {time.time() - started:.1f} s, {_folder_bytes(Path(cache.cache_dir)) / 1e6:.1f} MB")
+            print(f"feature cache {cache.cache_dir}: {len(paths)} clips, computed {stats.computed}, reused "
+                  f"{stats.reused}, {stats.seconds:.1f} s, {_folder_bytes(Path(cache.cache_dir)) / 1e6:.1f} MB")
     except CorpusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
