@@ -637,7 +637,7 @@ def training_status():
     if job.result and job.kind == "corpus":
         lines.append(f"```\n{job.result}\n```")
     label = f"{job.stage or job.kind}: {state}"
-    artifacts = job.artifacts
+    artifacts = {**_run_folder_artifacts(job.run_dir), **job.artifacts} if job.kind == "train" else {}
     scatter = artifacts.get("scatter")
     samples = artifacts.get("samples")
     curves = WORKER.curves_picture()
@@ -645,6 +645,19 @@ def training_status():
         curves = artifacts.get("curves")
     timer = gr.Timer(active=not job.finished)
     return _progress_html(job.fraction, label), "\n\n".join(lines), curves, scatter, samples, timer
+
+
+def _run_folder_artifacts(run_dir: Path | None) -> dict[str, str]:
+    """The newest scatter, sample grid and curves already in a run folder (shown when resuming)."""
+    found = {}
+    if run_dir is None:
+        return found
+    for name, pattern in (("scatter", "encoder/samples/scatter_epoch*.png"), ("curves", "encoder/curves.png"),
+                          ("samples", "gan/samples/grid_*.png"), ("curves", "gan/curves.png")):
+        files = sorted(Path(run_dir).glob(pattern))
+        if files:
+            found[name] = str(files[-1])
+    return found
 
 
 def use_trained_weights(run_text, export):
