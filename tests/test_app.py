@@ -52,10 +52,10 @@ def app_module():
     if "app" not in sys.modules:
         base = Path(tempfile.mkdtemp(prefix="mvnet-app-test-"))
         atexit.register(shutil.rmtree, base, ignore_errors=True)
-        make_test_weights(base / "weights")
+        # MVNET_TEST_WEIGHTS: drive the app with real weights instead (for README screenshots).
+        weights = os.environ.get("MVNET_TEST_WEIGHTS") or str(make_test_weights(base / "weights"))
         (base / "data").mkdir()
-        os.environ.update(MVNET_WEIGHTS=str(base / "weights"), MVNET_DATA_ROOT=str(base / "data"),
-                          MVNET_ENABLE_TRAINING="1")
+        os.environ.update(MVNET_WEIGHTS=weights, MVNET_DATA_ROOT=str(base / "data"), MVNET_ENABLE_TRAINING="1")
         os.environ.pop("SPACE_ID", None)
         sys.path.insert(0, str(ROOT))
     import app
@@ -250,6 +250,7 @@ def test_train_tab_refuses_paths_outside_the_data_root(client):
         client.predict("/tmp", api_name="/train_resume")
 
 
+@pytest.mark.slow  # imports the app in fresh processes (~12 s each)
 def test_training_is_off_on_a_public_space_unless_enabled(tmp_path):
     code = ("import app, json; print(json.dumps([app.TRAINING_ENABLED, "
             "sorted(d['api_name'] for d in app.demo.config['dependencies'] if d.get('api_name'))]))")
@@ -267,6 +268,7 @@ def test_training_is_off_on_a_public_space_unless_enabled(tmp_path):
         assert "paint" in endpoints
 
 
+@pytest.mark.slow
 def test_without_weights_the_app_starts_and_says_how_to_get_them(tmp_path):
     code = ("import app; print(app._weights_banner()); "
             "import gradio as gr\ntry:\n    app.SLOT.model()\nexcept gr.Error as e:\n    print('ERROR', e.message)")

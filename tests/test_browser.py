@@ -1,0 +1,101 @@
+"""A real headless Chromium drives the page: upload an example, paint, click the era map, paint again.
+
+Screenshots (1366x768 viewport, full page) go to tests/artifacts/. With MVNET_UPDATE_SCREENSHOTS=1 the
+Paint and Explore screenshots are also copied to docs/screenshots/ for the README (run it with real
+weights: MVNET_TEST_WEIGHTS=weights).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from test_app import EXAMPLES, app_module, launch
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+VIEWPORT = {"width": 1366, "height": 768}
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def page():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    app = app_module()
+    url = launch(app)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport=VIEWPORT)
+        context.grant_permissions(["microphone"])
+        tab = context.new_page()
+        tab.set_default_timeout(60_000)
+        tab.goto(url)
+        tab.get_by_text("MVNet — music to paintings").wait_for()
+        yield tab
+        browser.close()
+    app.demo.close()
+
+
+def images_in(page, element_id: str) -> int:
+    return page.evaluate(f"document.querySelectorAll('#{element_id} img').length")
+
+
+def shoot(page, name: str) -> Path:
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("MVNET_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, SCREENSHOTS / f"{name}.png")
+    return path
+
+
+def test_upload_an_example_and_paint(page):
+    page.locator("#music input[type=file]").set_input_files(str(EXAMPLES / "baroque.ogg"))
+    page.get_by_text("0:09").first.wait_for()  # the waveform player shows the clip's length
+    page.get_by_role("button", name="Paint", exact=True).click()
+    page.wait_for_function("document.querySelectorAll('#paint-gallery img').length >= 9")
+    assert images_in(page, "paint-gallery") == 9
+    assert "Embedded 1 window of 8.91 s" in page.locator("#paint-status").inner_text()
+    page.locator("#era-map img").wait_for()
+    page.locator("#mel img").wait_for()
+    page.wait_for_timeout(500)  # let images finish decoding before the screenshot
+    shoot(page, "paint")
+
+
+def test_click_the_era_map_and_see_new_paintings(page):
+    page.get_by_role("tab", name="Explore the era map").click()
+    era_map = page.locator("#explore-map img")
+    era_map.wait_for()
+    assert images_in(page, "explore-gallery") == 0
+    box = era_map.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.55)
+    page.wait_for_function("document.querySelectorAll('#explore-gallery img').length >= 9")
+    status = page.get_by_text("Painted 9 images from the point")
+    status.wait_for()
+    first = status.inner_text()
+    page.mouse.click(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.3)
+    page.wait_for_function(f"!document.body.innerText.includes({first!r})")  # a new point was painted
+    assert images_in(page, "explore-gallery") == 9
+    page.wait_for_timeout(500)
+    shoot(page, "explore")
+
+
+def test_train_and_about_tabs_render(page):
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_role("button", name="Start training").wait_for()
+    shoot(page, "train")
+    page.get_by_role("tab", name="About").click()
+    page.get_by_text("Model card metrics").wait_for()
+    shoot(page, "about")
