@@ -219,6 +219,7 @@ def test_split_is_by_work_and_paintings_do_not_leak(tiny_corpus):
     assert any("reused" in note for note in manifest["notes"])
     assert {p for c in clips for p in c["programs"]} <= set(PROGRAM_POOL)
     assert len({p for c in clips for p in c["programs"]}) >= 4  # not the scores' own choir/organ/piano
+    assert all(isinstance(c["by_register"], bool) and c["soundfont"].endswith((".sf2", ".sf3")) for c in clips)
 
 
 @pytest.mark.slow

@@ -950,7 +950,8 @@ def build_corpus(settings: BuildSettings) -> dict:
                     "file": f"{side}/{era}/{name}", "split": side, "era": era, "label": label,
                     "piece": record["piece"], "work": record["work"], "offset_seconds": clip["offset_seconds"],
                     "soundfont": clip["soundfont"], "programs": clip["programs"],
-                    "instruments": clip["instruments"], "images": images,
+                    "instruments": clip["instruments"], "by_register": clip.get("by_register", False),
+                    "images": images,
                     "paintings": [slots[k + m * K][0].name for m in range(3)] if slots else []})
             for n, (_, staged) in enumerate(slots):
                 place_file(staged, era_dir / f"i{n}.jpg")
