@@ -303,7 +303,9 @@ def test_register_bands_give_a_one_voice_score_several_channels(tmp_path):
 def test_cli_inspect_and_cache(tiny_corpus, capsys):
     _, manifest, out = tiny_corpus
     assert corpus.main(["inspect", str(out)]) == 0
-    assert "label counts" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("label counts") == 2  # once per split, report printed once
+    assert corpus.main(["inspect", str(out / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
     assert corpus.main(["cache", str(out), "--cache-dir", str(out / "_features")]) == 0
     first = capsys.readouterr().out
     n_clips = len(manifest["clips"])

@@ -1049,8 +1049,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "inspect":
             from train.datasets import read_musart
 
-            report = read_musart(args.root).report
-            print(report.text())
+            read_musart(args.root, log=print)  # prints the report
         elif args.command == "cache":
             from train.datasets import read_musart
             from train.feature_cache import FeatureCache
@@ -1063,7 +1062,7 @@ def main(argv: list[str] | None = None) -> int:
             stats = cache.last_stats
             print(f"feature cache {cache.cache_dir}: {len(paths)} clips, computed {stats.computed}, reused "
                   f"{stats.reused}, {stats.seconds:.1f} s, {_folder_bytes(Path(cache.cache_dir)) / 1e6:.1f} MB")
-    except CorpusError as exc:
+    except (CorpusError, ValueError) as exc:  # CorpusError, MusartError, AudioError: messages for a person
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
