@@ -264,13 +264,13 @@ def test_ddp_two_cpu_processes(corpus, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     common = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "train"]
     enc, gan = tmp_path / "enc", tmp_path / "gan"
-    out = subprocess.run([*common, "encoder", "--data", str(corpus), "--run", str(enc), "--epochs", "1",
+    out = subprocess.run([*common, "encoder", "--data", str(corpus), "--run-dir", str(enc), "--epochs", "1",
                           "--clips-per-era", "2", "--eras-per-batch", "5", "--device", "cpu", "--quiet"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     meta = json.loads((enc / "encoder.json").read_text())
     assert meta["metrics"]["steps"] == 1  # 20 clips / (5 x 2) = 2 batches, one per rank
-    out = subprocess.run([*common, "gan", "--data", str(corpus), "--run", str(gan), "--encoder-run", str(enc),
+    out = subprocess.run([*common, "gan", "--data", str(corpus), "--run-dir", str(gan), "--encoder-run", str(enc),
                           "--batch-size", "4", "--max-steps", "3", "--device", "cpu", "--quiet"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

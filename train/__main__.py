@@ -45,12 +45,14 @@ HELP = {
     "device": "cpu, cuda, cuda:1 ... (default: CUDA when present)",
     "snapshot_kimg": "sample grid every this many kimg (default: once per epoch)",
 }
-FLAG_NAMES = {"data_root": "--data", "run_dir": "--run"}
+# Short names first; the field names work too (torchrun takes `--run` for its own `--run-path`, so use
+# `--run-dir` under torchrun).
+FLAG_NAMES = {"data_root": ("--data", "--data-root"), "run_dir": ("--run", "--run-dir")}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
     for f in dataclasses.fields(cls):
-        flag = FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
+        flag, *aliases = FLAG_NAMES.get(f.name, ("--" + f.name.replace("_", "-"),))
         default = f.default if f.default is not dataclasses.MISSING else None
         kind = str(f.type)
         text = HELP.get(f.name, f.name.replace("_", " "))
@@ -66,7 +68,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
                                 help=f"{text} (default {default})")
             continue
         convert = int if kind.startswith("int") else float if kind.startswith("float") else str
-        parser.add_argument(flag, dest=f.name, type=convert, default=None,
+        parser.add_argument(flag, *aliases, dest=f.name, type=convert, default=None,
                             help=f"{text} (default {default})" if default is not None else text)
 
 

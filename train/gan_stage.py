@@ -291,8 +291,8 @@ def _train_step(cfg, items, pairs: PaintingPairDataset, train_emb, spread, G, D,
     loss_g.backward()
     opt_g.step()
     D.requires_grad_(True)
-    stats.update(loss_d=float(loss_real + loss_fake), loss_g=float(loss_g), d_real=float(d_real.mean()),
-                 d_fake=float(d_fake.mean()))
+    stats.update(loss_d=float((loss_real + loss_fake).detach()), loss_g=float(loss_g.detach()),
+                 d_real=float(d_real.detach().mean()), d_fake=float(d_fake.detach().mean()))
     return stats
 
 
