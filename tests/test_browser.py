@@ -7,6 +7,7 @@ weights: MVNET_TEST_WEIGHTS=weights).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -79,14 +80,21 @@ def test_click_the_era_map_and_see_new_paintings(page):
     era_map = page.locator("#explore-map img")
     era_map.wait_for()
     assert images_in(page, "explore-gallery") == 0
+    def map_loaded():  # the map is replaced after each click; click only a fully loaded one
+        page.wait_for_timeout(300)
+        page.wait_for_function("(() => { const i = document.querySelector('#explore-map img');"
+                               " return i && i.complete && i.naturalWidth > 0; })()")
+
+    map_loaded()
     box = era_map.bounding_box()
     page.mouse.click(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.55)
     page.wait_for_function("document.querySelectorAll('#explore-gallery img').length >= 9")
     status = page.get_by_text("Painted 9 images from the point")
     status.wait_for()
     first = status.inner_text()
+    map_loaded()
     page.mouse.click(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.3)
-    page.wait_for_function(f"!document.body.innerText.includes({first!r})")  # a new point was painted
+    page.wait_for_function(f"!document.body.innerText.includes({json.dumps(first)})")  # a new point was painted
     assert images_in(page, "explore-gallery") == 9
     page.wait_for_timeout(500)
     shoot(page, "explore")
@@ -99,3 +107,21 @@ def test_train_and_about_tabs_render(page):
     page.get_by_role("tab", name="About").click()
     page.get_by_text("Model card metrics").wait_for()
     shoot(page, "about")
+
+
+def test_record_with_the_fake_microphone_and_paint(page):
+    """Chromium's fake capture device plays beeps; a 4 s recording is looped to one window and painted."""
+    page.get_by_role("tab", name="Paint from music").click()
+    music = page.locator("#music")
+    music.locator("button[aria-label='Clear']").first.click()
+    music.locator("button[aria-label='Record audio']").click()
+    music.locator("button", has_text="Record").first.click()
+    page.wait_for_timeout(4000)
+    music.locator("button", has_text="Stop").first.click()
+    # The recording has reached the server once the player offers its download link.
+    music.locator("a[href*='gradio_api/file='][href$='.wav']").first.wait_for(state="attached")
+    before = page.locator("#paint-status").inner_text()
+    page.get_by_role("button", name="Paint", exact=True).click()
+    page.wait_for_function(f"!document.querySelector('#paint-status').innerText.includes({json.dumps(before)})")
+    status = page.locator("#paint-status").inner_text()
+    assert "looped to fill one window" in status and images_in(page, "paint-gallery") == 9
