@@ -208,9 +208,9 @@ def paint_from_music(audio_path, n, seed):
         mapping = mapping.to_dict()
     else:
         era_map, mapping = _no_atlas_image(), None
-    seconds = time.perf_counter() - started
-    status = (f"{_windows_sentence(embedding)} Painted {n} image{'s' * (n != 1)} with seed {seed} "
-              f"in {seconds:.2f} s.")
+    seconds = time.perf_counter() - started  # decoding, features, encoder, generator and both figures
+    status = (f"{_windows_sentence(embedding)} Painted {n} image{'s' * (n != 1)} with seed {seed}; "
+              f"all of it took {seconds:.2f} s.")
     return mel, scores, era_map, gallery, status, embedding.vector.tolist(), mapping
 
 
