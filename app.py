@@ -638,13 +638,25 @@ def training_status():
         lines.append(f"```\n{job.result}\n```")
     label = f"{job.stage or job.kind}: {state}"
     artifacts = {**_run_folder_artifacts(job.run_dir), **job.artifacts} if job.kind == "train" else {}
-    scatter = artifacts.get("scatter")
-    samples = artifacts.get("samples")
+    scatter, samples = _picture(artifacts.get("scatter")), _picture(artifacts.get("samples"))
     curves = WORKER.curves_picture()
     if curves is None:
-        curves = artifacts.get("curves")
+        curves = _picture(artifacts.get("curves"))
     timer = gr.Timer(active=not job.finished)
     return _progress_html(job.fraction, label), "\n\n".join(lines), curves, scatter, samples, timer
+
+
+def _picture(path: str | None):
+    """A run folder's PNG as pixels: Gradio serves only files under its allowed paths, the data folder may not be."""
+    if not path:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError:  # being rewritten right now; the next poll shows it
+        return None
 
 
 def _run_folder_artifacts(run_dir: Path | None) -> dict[str, str]:
