@@ -432,7 +432,7 @@ class Worker:
         if self._curve_cache is None or self._curve_cache[0] != job.curve_version:
             series = {name: list(points) for name, points in job.curves.items()}
             picture = curves_image(series, x_label="progress through the stage (%)", y_label="loss",
-                                   title=f"{job.stage} losses (live)")
+                                   title=f"stage {1 if job.stage == 'encoder' else 2}: {job.stage} losses")
             self._curve_cache = (job.curve_version, picture)
         return self._curve_cache[1]
 
@@ -810,7 +810,8 @@ def build_demo() -> gr.Blocks:
                         variations_button = gr.Button("New variations")
                     gr.Examples(_example_files(), inputs=[audio], label="Examples: one per era, 8.9 s each "
                                 "(classical_long: three windows)", examples_per_page=6)
-                    mel = gr.Image(show_label=False, interactive=False, format="png", elem_id="mel")
+                    mel = gr.Image(show_label=False, interactive=False, format="png", elem_id="mel",
+                                   buttons=["download", "fullscreen"])
                 with gr.Column(scale=1, min_width=360):
                     status = gr.Markdown("Upload or record some music, or pick an example, then press **Paint**.",
                                          elem_id="paint-status")
@@ -820,7 +821,8 @@ def build_demo() -> gr.Blocks:
                 with gr.Column(scale=2, min_width=320):
                     scores = gr.Label(num_top_classes=len(ERAS), label="Era scores")
                 with gr.Column(scale=3, min_width=420):
-                    paint_map = gr.Image(show_label=False, interactive=False, elem_id="era-map", format="png")
+                    paint_map = gr.Image(show_label=False, interactive=False, elem_id="era-map", format="png",
+                                         buttons=["download", "fullscreen"])
 
             paint_outputs = [mel, scores, paint_map, gallery, status, vector_state, paint_mapping]
             paint_button.click(paint_from_music, [audio, n_images, seed], paint_outputs, api_name="paint")
@@ -831,7 +833,8 @@ def build_demo() -> gr.Blocks:
             explore_mapping = gr.State(None)
             with gr.Row():
                 with gr.Column(scale=3, min_width=420):
-                    explore_map = gr.Image(show_label=False, interactive=False, elem_id="explore-map", format="png")
+                    explore_map = gr.Image(show_label=False, interactive=False, elem_id="explore-map", format="png",
+                                           buttons=["download", "fullscreen"])
                     click_mode = gr.Radio(list(CLICK_MODES), value=CLICK_MODES[0], label="A click paints")
                 with gr.Column(scale=2, min_width=320):
                     explore_status = gr.Markdown("Click the map, press an era, or morph between two eras.")
@@ -935,16 +938,19 @@ def _train_tab() -> dict:
         start_button = gr.Button("Start training", variant="primary", scale=1)
         stop_button = gr.Button("Stop", variant="stop", scale=1)
     with gr.Row():
-        run_folder = gr.Textbox(label="Run folder to resume or use (e.g. runs/run-20261121-101500)", scale=2)
+        run_folder = gr.Textbox(label="Run folder to resume or use", placeholder="runs/<name>", scale=2)
         resume_button = gr.Button("Resume", scale=1)
         use_button = gr.Button("Use these weights", scale=1)
         export_box = gr.Checkbox(False, label="also export to weights/", scale=1)
     progress = gr.HTML(_progress_html(0, "idle"))
     train_status = gr.Markdown("No job has run yet.")
     with gr.Row():
-        curves = gr.Image(label="Loss curves", interactive=False, format="png")
-        scatter = gr.Image(label="Embedding scatter (per epoch)", interactive=False, format="png")
-        samples = gr.Image(label="Sample grid (per epoch)", interactive=False, format="png")
+        pictures = []
+        for title in ("Loss curves (live)", "Embedding scatter (per epoch)", "Sample grid (per snapshot)"):
+            with gr.Column(min_width=240):
+                gr.Markdown(f"**{title}**")
+                pictures.append(gr.Image(show_label=False, interactive=False, format="png", buttons=["fullscreen"]))
+        curves, scatter, samples = pictures
     use_message = gr.Markdown()
     timer = gr.Timer(2.0, active=False)
 
