@@ -152,6 +152,14 @@ def test_bad_audio_gives_the_audio_message_and_the_app_keeps_serving(client, tmp
     assert len(client.predict(upload(EXAMPLES / "romantic.ogg"), 2, 0, api_name="/paint")[3]) == 2
 
 
+def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
+    big = tmp_path / "big.wav"
+    with open(big, "wb") as handle:
+        handle.truncate(60_000_000)  # sparse: nothing is written to disk
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 52428800 bytes"):
+        client.predict(upload(big), 9, 0, api_name="/paint")
+
+
 def test_bad_numbers_are_refused_with_a_message(client):
     from gradio_client.exceptions import AppError
 
