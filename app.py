@@ -29,7 +29,8 @@ import gradio as gr
 import numpy as np
 
 from mvnet import ERAS
-from mvnet.audio import CLIP_SECONDS, MAX_SECONDS, AudioError
+from mvnet.atlas import AtlasError
+from mvnet.audio import CLIP_SAMPLES, CLIP_SECONDS, MAX_SECONDS, SAMPLE_RATE, AudioError
 from mvnet.pipeline import MVNet, WeightsError
 from mvnet.plots import PixelMapping, curves_image, era_map_image, mel_image, message_image, painting_images
 
@@ -78,7 +79,7 @@ class ModelSlot:
     def load_folder(self, folder: Path) -> None:
         try:
             self.set(MVNet.from_pretrained(folder), f"`{_shown_path(folder)}`")
-        except WeightsError as error:
+        except (WeightsError, AtlasError) as error:
             with self._lock:
                 self._loaded = Loaded(None, "", str(error))
 
@@ -111,8 +112,8 @@ def warm_up() -> dict[str, float]:
     if model is None:
         return timings
     started = time.perf_counter()
-    seconds = np.arange(int(CLIP_SECONDS * 22050)) / 22050
-    embedding = model.embed((22050, (0.1 * np.sin(2 * np.pi * 440 * seconds)).astype(np.float32)))
+    seconds = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
+    embedding = model.embed((SAMPLE_RATE, (0.1 * np.sin(2 * np.pi * 440 * seconds)).astype(np.float32)))
     model.paint(embedding, n=9, seed=0)
     if model.atlas is not None:
         era_map_image(model.atlas, highlight=model.atlas.place(embedding.vector))
