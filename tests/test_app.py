@@ -117,6 +117,15 @@ def test_a_long_recording_says_how_many_windows_were_used(client):
     assert "Embedded 3 windows" in status and "0:17.8–0:26.7" in status and "mean of the windows" in status
 
 
+def test_a_long_recording_uses_eight_windows_spread_over_it(client, tmp_path):
+    path = tmp_path / "long.flac"
+    t = np.arange(100 * SAMPLE_RATE) / SAMPLE_RATE
+    soundfile.write(path, (0.2 * np.sin(2 * np.pi * (220 + 20 * np.sin(t)) * t)).astype(np.float32), SAMPLE_RATE)
+    status = client.predict(upload(path), 1, 0, api_name="/paint")[4]
+    assert "Embedded 8 windows of 8.91 s from a 1:40.0 recording" in status
+    assert "8 of the 11 whole windows, spread evenly" in status and ", …" in status
+
+
 def test_a_short_recording_is_looped(client, tmp_path):
     path = tmp_path / "short.wav"
     t = np.arange(int(2.5 * SAMPLE_RATE)) / SAMPLE_RATE
