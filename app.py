@@ -979,7 +979,9 @@ demo.queue(default_concurrency_limit=2, max_size=64)
 
 
 # Gradio 6 takes the theme and CSS at launch; tests launch with the same options.
-LAUNCH_OPTIONS = {"max_file_size": MAX_FILE_SIZE, "css": CSS, "theme": gr.themes.Soft()}
+# allowed_paths: the examples are served even when the app is started from another folder.
+LAUNCH_OPTIONS = {"max_file_size": MAX_FILE_SIZE, "css": CSS, "theme": gr.themes.Soft(),
+                  "allowed_paths": [str(EXAMPLES_DIR)]}
 
 
 def main() -> None:

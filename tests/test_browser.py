@@ -125,3 +125,13 @@ def test_record_with_the_fake_microphone_and_paint(page):
     page.wait_for_function(f"!document.querySelector('#paint-status').innerText.includes({json.dumps(before)})")
     status = page.locator("#paint-status").inner_text()
     assert "looped to fill one window" in status and images_in(page, "paint-gallery") == 9
+
+
+def test_pick_a_bundled_example_and_paint(page):
+    page.get_by_role("tab", name="Paint from music").click()
+    before = page.locator("#paint-status").inner_text()
+    page.get_by_role("button", name="romantic.ogg").click()
+    page.locator("#music a[href*='romantic.ogg']").first.wait_for(state="attached")
+    page.get_by_role("button", name="Paint", exact=True).click()
+    page.wait_for_function(f"!document.querySelector('#paint-status').innerText.includes({json.dumps(before)})")
+    assert "Embedded 1 window of 8.91 s" in page.locator("#paint-status").inner_text()
