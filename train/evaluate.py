@@ -105,7 +105,8 @@ def encoder_metrics(embeddings: np.ndarray, labels: np.ndarray, centroids: np.nd
                     eras=ERAS) -> dict:
     """Nearest-centroid era accuracy (p-norm distance, as the triplet loss) and silhouette of embeddings (N, D).
 
-    The silhouette (sklearn, Euclidean) is in [-1, 1]; None when fewer than two eras are present.
+    The silhouette (sklearn, same p-norm distance, as the encoder stage logs it) is in [-1, 1]; None when
+    fewer than two eras are present.
     """
     from sklearn.metrics import silhouette_score
 
@@ -113,7 +114,7 @@ def encoder_metrics(embeddings: np.ndarray, labels: np.ndarray, centroids: np.nd
     distances = np.linalg.norm(embeddings[:, None, :] - np.asarray(centroids, np.float64)[None], ord=p, axis=-1)
     report = classification_report(distances.argmin(1), labels, eras)
     n_labels = len(np.unique(labels))
-    report["silhouette"] = (float(silhouette_score(embeddings, labels))
+    report["silhouette"] = (float(silhouette_score(embeddings, labels, metric="minkowski", p=p))
                             if 2 <= n_labels <= len(labels) - 1 else None)
     return report
 
@@ -140,7 +141,7 @@ def embed_clips(pipeline: MVNet, paths: list[Path], max_windows: int = 8, batch_
 # -------------------------------------------------------------------------------------------- evaluate
 
 
-def _rounded(x, digits: int = 4):
+def _rounded(x, digits: int = 6):
     if isinstance(x, dict):
         return {k: _rounded(v, digits) for k, v in x.items()}
     if isinstance(x, list):
