@@ -26,8 +26,8 @@ MEL_SIZE_INCHES = (7.2, 3.4)  # 720 x 340 pixels
 CURVE_SIZE_INCHES = (6.4, 3.6)
 MAP_MARGIN = 0.08  # fraction of the reference points' extent left free around them
 
-# Okabe-Ito colours (distinguishable with colour-blindness), one per era in label order.
-ERA_COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#0072B2", "#D55E00", "#F0E442")
+# Okabe-Ito colours (and Tol's indigo for modern), distinguishable with colour-blindness, one per era.
+ERA_COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#332288", "#D55E00", "#F0E442")
 HIGHLIGHT_COLOUR = "#000000"
 
 __all__ = [
@@ -174,11 +174,7 @@ def era_map_image(atlas, highlight: Sequence[float] | None = None, highlight_lab
         members = xy[eras == era]
         ax.scatter(members[:, 0], members[:, 1], s=size, color=ERA_COLOURS[era % len(ERA_COLOURS)],
                    alpha=0.55, linewidths=0, label=f"{name} ({len(members)})")
-    for era, (cx, cy) in enumerate(atlas.centroids_xy()):
-        if np.isfinite(cx):
-            ax.text(cx, cy, atlas.era_names[era], ha="center", va="center", fontsize=9, fontweight="bold",
-                    color=ERA_COLOURS[era % len(ERA_COLOURS)],
-                    bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.85, "linewidth": 0})
+    _label_centroids(ax, canvas, atlas)
     if line is not None:
         (x0, y0), (x1, y1) = line
         ax.plot([x0, x1], [y0, y1], linestyle="--", color=HIGHLIGHT_COLOUR, linewidth=1.2)
@@ -194,16 +190,46 @@ def era_map_image(atlas, highlight: Sequence[float] | None = None, highlight_lab
         hx, hy = float(highlight[0]), float(highlight[1])
         ax.scatter([hx], [hy], s=260, marker="*", color="white", edgecolors=HIGHLIGHT_COLOUR,
                    linewidths=1.4, zorder=6)
-        if highlight_label:
-            ax.annotate(highlight_label, (hx, hy), xytext=(8, 8), textcoords="offset points", fontsize=9,
-                        zorder=7, bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.9,
-                                        "linewidth": 0.5})
+        if highlight_label:  # on the side of the star that faces the middle, so it stays inside the map
+            right = hx > (x_min + x_max) / 2
+            high = hy > (y_min + y_max) / 2
+            ax.annotate(highlight_label, (hx, hy), xytext=(-10 if right else 10, -10 if high else 10),
+                        textcoords="offset points", fontsize=9, ha="right" if right else "left",
+                        va="top" if high else "bottom", zorder=7,
+                        bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.9, "linewidth": 0.5})
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(atlas.era_names), fontsize=7.5,
               frameon=False, markerscale=2.0, handletextpad=0.2, columnspacing=0.9)
     if title:  # top left: the app overlays its buttons on the top right corner
         figure.text(0.02, 0.96, title, fontsize=10, ha="left", va="center")
     image = _to_array(canvas)
     return image, PixelMapping.from_axes(ax, image.shape[1], image.shape[0])
+
+
+def _label_centroids(ax, canvas: FigureCanvasAgg, atlas) -> None:
+    """Each era's name at its centroid (marked with a cross); a label that would cover another is moved
+    down (or up) until it is free, with a thin line back to its centroid."""
+    renderer = canvas.get_renderer()
+    placed = []
+    centroids = atlas.centroids_xy()
+    for era in np.argsort(-np.nan_to_num(centroids[:, 1], nan=-np.inf)):  # top to bottom
+        cx, cy = centroids[era]
+        if not np.isfinite(cx):
+            continue
+        colour = ERA_COLOURS[era % len(ERA_COLOURS)]
+        ax.scatter([cx], [cy], s=36, marker="X", color=colour, edgecolors="black", linewidths=0.6, zorder=3)
+        label = ax.annotate(
+            atlas.era_names[era], (cx, cy), xytext=(0, 9), textcoords="offset points", ha="center", va="bottom",
+            fontsize=9, fontweight="bold", color=colour, zorder=3,
+            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.85, "linewidth": 0},
+            arrowprops={"arrowstyle": "-", "color": colour, "linewidth": 0.8, "shrinkA": 0, "shrinkB": 3},
+        )
+        for offset in (9, -22, 24, -37, 39, -52, 54, -67):
+            label.set_position((0, offset))
+            label.set_va("bottom" if offset > 0 else "top")
+            box = label.get_window_extent(renderer).expanded(1.05, 1.1)
+            if not any(box.overlaps(other) for other in placed):
+                break
+        placed.append(label.get_window_extent(renderer))
 
 
 def message_image(text: str, size_inches: tuple[float, float] = MAP_SIZE_INCHES) -> np.ndarray:
