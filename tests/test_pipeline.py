@@ -128,3 +128,13 @@ def test_era_scores_are_probabilities_nearest_centroid_highest(model):
 def test_grid_image_is_near_square(model):
     img = grid_image(model.paint(model.centroids[0], 9))
     assert img.size == (3 * 66 + 2, 3 * 66 + 2)
+
+
+def test_saved_files_get_the_usual_permissions(folder):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.json", "encoder.safetensors"):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o666 & ~umask
