@@ -317,7 +317,8 @@ def morph(era_from, era_to, position, n, seed):
     start, end = (model.centroids[model.eras.index(e)] for e in (era_from, era_to))
     steps = np.linspace(0.0, 1.0, MORPH_FRAMES)
     frames = painting_images(model.paint_many(start[None] + steps[:, None] * (end - start)[None], seed=seed))
-    strip = [(frame, f"{1 - t:.0%} {era_from} · {t:.0%} {era_to}") for frame, t in zip(frames, steps, strict=True)]
+    captions = [era_from] + [f"{t:.0%}" for t in steps[1:-1]] + [era_to]  # share of the way to era_to
+    strip = list(zip(frames, captions, strict=True))
     vector = start + position * (end - start)
     if model.atlas is not None:
         centroids = model.atlas.centroids_xy()
@@ -853,8 +854,9 @@ def build_demo() -> gr.Blocks:
                 morph_to = gr.Dropdown(list(ERAS), value=ERAS[-1], label="To")
                 morph_position = gr.Slider(0, 1, value=0.5, step=0.05, label="Position along the line")
                 morph_button = gr.Button("Morph", variant="primary")
-            morph_strip = gr.Gallery(label="Morph strip (one noise, from → to)", columns=MORPH_FRAMES, height="fit-content",
-                                     object_fit="contain", format="png", interactive=False)
+            morph_strip = gr.Gallery(label="Morph strip (one noise, from → to)", columns=MORPH_FRAMES,
+                                     height="fit-content", object_fit="contain", format="png", interactive=False,
+                                     elem_id="morph-strip")
             # API-only: a map click as pixel coordinates of the 640 x 500 map image.
             with gr.Row(visible=False):
                 click_x = gr.Number(label="x (pixel column)")
