@@ -794,7 +794,7 @@ CSS = """
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="MVNet: music to paintings") as demo:
         gr.Markdown("# MVNet — music to paintings\nListen to a piece, see which art era it sounds like, "
-                    "and paint it. Paintings take about a second on a 2-core CPU.")
+                    "and paint it. A grid of paintings takes well under a second on a 2-core CPU.")
         banner = gr.Markdown(_weights_banner(), elem_id="weights-banner")
 
         with gr.Tab("Paint from music", id="paint"):
