@@ -232,10 +232,12 @@ def train_encoder(cfg: EncoderStageConfig, callbacks: Callbacks | None = None) -
 
 
 def _run(cfg: EncoderStageConfig, callbacks: Callbacks, info) -> StageResult:
+    if cfg.sampling == "paper" and info.distributed:
+        raise ConfigError("sampling 'paper' is the report's batch-1 scheme and runs in one process; "
+                          "use batch-hard or semi-hard under torchrun")
     run = RunFolder(cfg.run_dir, writer=info.is_main)
     _check_run_folder(cfg.run_dir, cfg.resume)
-    if not cfg.resume:
-        run.write_options({"stage": "encoder", **cfg.to_dict()})
+    run.write_options({"stage": "encoder", **cfg.to_dict()})  # on resume: the options now in force
     seed_everything(cfg.seed + info.rank)
     device = info.device
 
@@ -254,12 +256,13 @@ def _run(cfg: EncoderStageConfig, callbacks: Callbacks, info) -> StageResult:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     seed_everything(cfg.seed + info.rank)
 
-    step, epoch, position = 0, 0, 0
+    step, epoch, position, seconds_before = 0, 0, 0, 0.0
     if cfg.resume and has_checkpoint(cfg.run_dir):
         state = load_checkpoint(cfg.run_dir)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
+        seconds_before = float(state.get("train_seconds", 0.0))
         if info.rank == 0:
             set_rng_state(state["rng"])
         else:
@@ -277,6 +280,7 @@ def _run(cfg: EncoderStageConfig, callbacks: Callbacks, info) -> StageResult:
         if info.is_main:
             save_checkpoint(cfg.run_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                           "step": step, "epoch": epoch_, "position": position_,
+                                          "train_seconds": seconds_before + time.time() - started,
                                           "stage": "encoder"})
 
     last = {}
@@ -327,7 +331,8 @@ def _run(cfg: EncoderStageConfig, callbacks: Callbacks, info) -> StageResult:
         checkpoint(epoch, position)
         barrier(info)
 
-    last = _finish(cfg, run, model, train_set, test_set, mean, std, device, info, step, time.time() - started)
+    last = _finish(cfg, run, model, train_set, test_set, mean, std, device, info, step,
+                   seconds_before + time.time() - started)
     barrier(info)
     return StageResult(Path(cfg.run_dir), last, stopped=False)
 

@@ -112,8 +112,7 @@ def _run(cfg: GanStageConfig, callbacks: Callbacks, info) -> StageResult:
     if not cfg.resume and has_checkpoint(cfg.run_dir):
         raise ConfigError(f"{cfg.run_dir} already holds a run: pass resume=True (--resume) or choose a new run folder")
     run = RunFolder(cfg.run_dir, writer=info.is_main)
-    if not cfg.resume:
-        run.write_options({"stage": "gan", **cfg.to_dict()})
+    run.write_options({"stage": "gan", **cfg.to_dict()})  # on resume: the options now in force
     device = info.device
     seed_everything(cfg.seed + info.rank)
 
@@ -147,7 +146,7 @@ def _run(cfg: GanStageConfig, callbacks: Callbacks, info) -> StageResult:
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
     seed_everything(cfg.seed + info.rank)
 
-    step, epoch, position, images_shown = 0, 0, 0, 0
+    step, epoch, position, images_shown, seconds_before = 0, 0, 0, 0, 0.0
     if cfg.resume and has_checkpoint(cfg.run_dir):
         state = load_checkpoint(cfg.run_dir, map_location=device)
         G.load_state_dict(state["G"])
@@ -157,6 +156,7 @@ def _run(cfg: GanStageConfig, callbacks: Callbacks, info) -> StageResult:
         if ema is not None:
             ema.model.load_state_dict(state["G_ema"])
         step, epoch, position, images_shown = state["step"], state["epoch"], state["position"], state["images_shown"]
+        seconds_before = float(state.get("train_seconds", 0.0))
         if info.rank == 0:
             set_rng_state(state["rng"])
         else:
@@ -186,7 +186,8 @@ def _run(cfg: GanStageConfig, callbacks: Callbacks, info) -> StageResult:
             save_checkpoint(cfg.run_dir, {
                 "G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                 "G_ema": ema.model.state_dict() if ema is not None else {}, "step": step, "epoch": epoch,
-                "position": position, "images_shown": images_shown, "stage": "gan", "recipe": cfg.recipe})
+                "position": position, "images_shown": images_shown, "stage": "gan", "recipe": cfg.recipe,
+                "train_seconds": seconds_before + time.time() - started})
 
     def snapshot():
         if not info.is_main:
@@ -235,7 +236,7 @@ def _run(cfg: GanStageConfig, callbacks: Callbacks, info) -> StageResult:
                 checkpoint()
         if position >= steps_per_epoch:
             epoch, position = epoch + 1, 0
-    seconds = time.time() - started
+    seconds = seconds_before + time.time() - started  # training time over all resumed segments
     snapshot()
     checkpoint()
     metrics = _finish(cfg, run, G, ema, g_cfg, d_cfg, info, step, images_shown, seconds, enc_meta)
