@@ -14,12 +14,12 @@ points in embedding space (inverse-distance weights), so the app needs neither u
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from mvnet.files import atomic_write_bytes
 
 FORMAT_VERSION = 1
 PLACE_NEIGHBOURS = 8  # reference points averaged when placing a new embedding on the map
@@ -178,19 +178,7 @@ class Atlas:
             "reference_xy": self.reference_xy,
             "reference_eras": self.reference_eras,
         }, metadata=metadata)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.chmod(temporary, 0o644)  # mkstemp makes 0600; an atlas is meant to be read by others
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+        atomic_write_bytes(path, data)
         return path
 
     @classmethod

@@ -52,6 +52,7 @@ import numpy as np
 
 from mvnet import ERAS
 from mvnet.audio import CLIP_SAMPLES, CLIP_SECONDS, SAMPLE_RATE
+from mvnet.files import atomic_file, atomic_write_json
 
 INSTALL_HINT = "apt-get install fluidsynth fluid-soundfont-gm timgm6mb-soundfont"
 SOUNDFONT_DIRS = ("/usr/share/sounds/sf2", "/usr/share/soundfonts", "/usr/share/sounds/sf3")
@@ -620,46 +621,16 @@ def normalize_level(clip: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ atomic files
 
 
-def _file_mode() -> int:
-    """Permissions a plain open() would give (mkstemp makes files private)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _finish(tmp: str, dst: str | os.PathLike) -> None:
-    """Give a finished temp file normal permissions and move it into place atomically."""
-    os.chmod(tmp, _file_mode())
-    os.replace(tmp, dst)
-
-
-def _fsync_replace(tmp: str, dst: str | os.PathLike) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    _finish(tmp, dst)
-
-
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    _finish(tmp, path)
+    atomic_write_json(path, obj)
 
 
 def write_audio_atomic(path: str | os.PathLike, samples: np.ndarray, audio_format: str) -> None:
     import soundfile as sf
 
-    path = Path(path)
     fmt, subtype = AUDIO_FORMATS[audio_format]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
+    with atomic_file(path) as f:
         sf.write(f, samples, SAMPLE_RATE, format=fmt, subtype=subtype)
-        f.flush()
-        os.fsync(f.fileno())
-    _finish(tmp, path)
 
 
 def place_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -674,8 +645,8 @@ def place_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         os.link(src, tmp)
         os.replace(tmp, dst)
     except OSError:
-        shutil.copyfile(src, tmp)
-        _fsync_replace(str(tmp), dst)
+        with atomic_file(dst) as f, open(src, "rb") as source:
+            shutil.copyfileobj(source, f)
 
 
 # ---------------------------------------------------------------------------------------- render workers
@@ -804,14 +775,8 @@ def stage_painting(src: Path, staged_dir: Path, size: int) -> Path | None:
     if dst.is_file():
         return dst
     try:
-        with Image.open(src) as img:
-            img = img.convert("RGB").resize((size, size), Image.LANCZOS)
-            fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".tmp", dir=staged_dir)
-            with os.fdopen(fd, "wb") as f:
-                img.save(f, format="JPEG", quality=95)
-                f.flush()
-                os.fsync(f.fileno())
-        _finish(tmp, dst)
+        with Image.open(src) as img, atomic_file(dst) as f:
+            img.convert("RGB").resize((size, size), Image.LANCZOS).save(f, format="JPEG", quality=95)
     except OSError:
         return None
     return dst

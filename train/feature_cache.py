@@ -24,7 +24,6 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from mvnet import audio
+from mvnet.files import atomic_write_json
 
 FEATURE_FORMAT_VERSION = 1
 FEATURE_SHAPE = (audio.N_SEGMENTS, audio.N_MELS, audio.SEGMENT_FRAMES)
@@ -106,13 +106,7 @@ class FeatureCache:
         return {"config": self.config, "rows": 0, "entries": {}}
 
     def _write_index(self) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".tmp", dir=self.folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self._index, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self._index_path)
+        atomic_write_json(self._index_path, self._index, indent=None)
 
     def _lock(self):
         handle = open(self.folder / "lock", "a+")  # noqa: SIM115 - closed in features_for

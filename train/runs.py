@@ -7,30 +7,10 @@ silent one, so stage code calls the same methods everywhere.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so a reader never sees half a file (temp file, fsync, os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, value) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
+from mvnet.files import atomic_file, atomic_write_bytes, atomic_write_json  # noqa: F401 (re-exported)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -105,8 +85,7 @@ class RunFolder:
         fig.suptitle(title)
         fig.tight_layout()
         out = self.path / "curves.png"
-        tmp = self.path / ".curves.tmp.png"
-        fig.savefig(tmp, dpi=80)
+        with atomic_file(out) as f:
+            fig.savefig(f, dpi=80, format="png")
         plt.close(fig)
-        os.replace(tmp, out)
         return out
