@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from mvnet import ERAS, audio
-from mvnet.pipeline import MVNet, WeightsError, atomic_write_bytes
+from mvnet.files import atomic_write_bytes
+from mvnet.pipeline import MVNet, WeightsError
 from train.datasets import MusartError
 from train.judge import (
     JudgeConfig,

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mvnet import ERAS
-from mvnet.pipeline import atomic_write_bytes, default_device
+from mvnet.files import atomic_write_bytes
+from mvnet.pipeline import default_device
 from train.datasets import MusartCorpus, MusartError, SplitData, read_musart
 
 JUDGE_FORMAT = 1  # bump when the architecture or the data preparation changes: old caches are not reused
