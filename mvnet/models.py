@@ -92,7 +92,7 @@ REPORT = ModelConfigs(
     discriminator=DiscriminatorConfig(base_channels=64, conditional=False, spectral_norm=False, batch_norm=True),
 )
 
-# Sized for 2 CPU cores: ~20x fewer generator FLOPs than REPORT. Self-attention sits at 16x16: at 32x32 its
+# Sized for 2 CPU cores: ~31x fewer generator FLOPs than REPORT. Self-attention sits at 16x16: at 32x32 its
 # 1024x1024 attention maps took ~70% of a CPU training step (measured: G forward+backward, batch 32, one
 # thread: 1.29 s with attention at 32, 0.47 s at 16).
 CPU = ModelConfigs(
