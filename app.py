@@ -20,8 +20,7 @@ import random
 import re
 import threading
 import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -32,7 +31,10 @@ from mvnet import ERAS
 from mvnet.atlas import AtlasError
 from mvnet.audio import CLIP_SAMPLES, CLIP_SECONDS, MAX_SECONDS, SAMPLE_RATE, AudioError
 from mvnet.pipeline import MVNet, WeightsError
-from mvnet.plots import PixelMapping, curves_image, era_map_image, mel_image, message_image, painting_images
+from mvnet.plots import PixelMapping, era_map_image, mel_image, message_image, painting_images
+from train.jobs import Job, JobError, Worker, describe, new_run_plan, resume_plan, run_training, whole_number
+from train.paths import PathError, check_run_name, relative_to
+from train.paths import confined_path as _confined
 
 ROOT = Path(__file__).resolve().parent
 WEIGHTS_DIR = Path(os.environ.get("MVNET_WEIGHTS") or ROOT / "weights")
@@ -335,112 +337,12 @@ def morph(era_from, era_to, position, n, seed):
 # ------------------------------------------------------------------------------------------ Train
 
 
-class PathError(ValueError):
-    """A typed path that leaves the data folder or does not exist; the message says which."""
-
-
 def confined_path(text, root: Path | None = None, must_exist: bool = False) -> Path:
-    """A path typed in the UI, resolved inside the data root (relative or absolute, symlinks followed).
-
-    Rejects '..', absolute paths elsewhere and symlinks that lead out of the root, with a PathError.
-    """
-    root = Path(root or DATA_ROOT)
-    text = (text or "").strip()
-    if not text:
-        raise PathError(f"Type a folder inside the data folder {root}.")
-    if "\x00" in text:
-        raise PathError("The path contains a NUL character.")
-    typed = Path(text)
-    if ".." in typed.parts:
-        raise PathError(f"'..' is not allowed in {text!r}: give a folder inside the data folder {root}.")
-    root_real = root.resolve()
-    resolved = (typed if typed.is_absolute() else root_real / typed).resolve()
-    if not resolved.is_relative_to(root_real):
-        reason = "a symbolic link leads" if not typed.is_absolute() else "it is"
-        raise PathError(f"{text!r} is outside the data folder {root} ({reason} elsewhere); "
-                        "only folders inside it can be used.")
-    if must_exist and not resolved.exists():
-        raise PathError(f"{text!r} does not exist inside the data folder {root}.")
-    return resolved
-
-
-@dataclass
-class Job:
-    """What the background worker is doing, as the Train tab shows it."""
-
-    kind: str  # "train" | "corpus"
-    run_dir: Path | None = None
-    stage: str = ""
-    fraction: float = 0.0
-    message: str = "starting"
-    curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
-    artifacts: dict[str, str] = field(default_factory=dict)
-    finished: bool = False
-    stopped: bool = False
-    error: str = ""
-    result: str = ""
-    started: float = field(default_factory=time.time)
-    progress_of: object = None  # optional callable -> (fraction, message), polled (corpus build)
-    curve_version: int = 0
-
-
-class Worker:
-    """Runs one training (or corpus build) at a time in a background thread, so other tabs keep answering."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self.job: Job | None = None
-        self._curve_cache: tuple[int, np.ndarray] | None = None
-
-    def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self, job: Job, target) -> None:
-        with self._lock:
-            if self.busy():
-                raise gr.Error("A job is already running; stop it or wait for it to finish (one at a time).")
-            self._stop.clear()
-            self.job = job
-            self._curve_cache = None
-            self._thread = threading.Thread(target=self._run, args=(job, target), name=f"mvnet-{job.kind}",
-                                            daemon=True)
-            self._thread.start()
-
-    def _run(self, job: Job, target) -> None:
-        try:
-            target(job, self._stop)
-        except Exception as error:  # shown in the tab; the app keeps serving
-            job.error = f"{type(error).__name__}: {error}"
-            traceback.print_exc()
-        finally:
-            job.finished = True
-
-    def stop(self) -> bool:
-        if not self.busy():
-            return False
-        self._stop.set()
-        return True
-
-    def wait(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def curves_picture(self) -> np.ndarray | None:
-        job = self.job
-        if job is None or not job.curves:
-            return None
-        if self._curve_cache is None or self._curve_cache[0] != job.curve_version:
-            series = {name: list(points) for name, points in job.curves.items()}
-            picture = curves_image(series, x_label="progress through the stage (%)", y_label="loss",
-                                   title=f"stage {1 if job.stage == 'encoder' else 2}: {job.stage} losses")
-            self._curve_cache = (job.curve_version, picture)
-        return self._curve_cache[1]
+    """A typed folder resolved inside the data folder (train.paths.confined_path with DATA_ROOT by default)."""
+    return _confined(text, root or DATA_ROOT, must_exist)
 
 
 WORKER = Worker()
-CURVE_KEYS = {"encoder": ("loss",), "GAN": ("loss_d", "loss_g")}
 
 
 def _device_sentence() -> str:
@@ -453,88 +355,22 @@ def _device_sentence() -> str:
             "hours for a GAN worth looking at on the full starter corpus; a few epochs show the idea.")
 
 
-def _stage_callbacks(job: Job, stop: threading.Event, stage: str):
-    from train.config import Callbacks
-
-    job.stage = stage
-    job.curves = {key: [] for key in CURVE_KEYS[stage]}
-
-    def progress(fraction, message, metrics):
-        job.fraction, job.message = float(fraction), message
-        for key in CURVE_KEYS[stage]:
-            if key in metrics and metrics[key] is not None and np.isfinite(metrics[key]):
-                job.curves[key].append((100.0 * fraction, float(metrics[key])))
-        job.curve_version += 1
-
-    def epoch_end(epoch, artifacts):
-        for name, path in (artifacts or {}).items():
-            if path:
-                job.artifacts[name] = str(path)
-
-    return Callbacks(progress=progress, epoch_end=epoch_end, should_stop=stop.is_set)
-
-
-def _run_training(job: Job, stop: threading.Event, plan: dict) -> None:
-    """Stage 1 then stage 2, each resumed from its checkpoint when the plan says so; skipped when finished."""
-    from train.config import EncoderStageConfig, GanStageConfig
-    from train.encoder_stage import ENCODER_META, train_encoder
-    from train.gan_stage import GAN_META, train_gan
-
-    encoder_cfg = EncoderStageConfig.from_dict(plan["encoder"])
-    gan_cfg = GanStageConfig.from_dict(plan["gan"])
-    if not (Path(encoder_cfg.run_dir) / ENCODER_META).exists():
-        result = train_encoder(encoder_cfg, _stage_callbacks(job, stop, "encoder"))
-        if result.stopped:
-            job.stopped, job.message = True, f"Stopped during stage 1; the checkpoint in {result.run_dir} is kept."
-            return
-    if not (Path(gan_cfg.run_dir) / GAN_META).exists():
-        result = train_gan(gan_cfg, _stage_callbacks(job, stop, "GAN"))
-        if result.stopped:
-            job.stopped, job.message = True, f"Stopped during stage 2; the checkpoint in {result.run_dir} is kept."
-            return
-    job.fraction, job.result = 1.0, str(job.run_dir)
-    job.message = "Finished both stages. Press “Use these weights” to paint with them."
-
-
-def _plan_for(run_dir: Path, data_root: Path, encoder: dict, gan: dict) -> dict:
-    from train.checkpoint import has_checkpoint
-
-    encoder = {**encoder, "data_root": str(data_root), "run_dir": str(run_dir / "encoder"),
-               "resume": has_checkpoint(run_dir / "encoder")}
-    gan = {**gan, "data_root": str(data_root), "run_dir": str(run_dir / "gan"),
-           "encoder_run": str(run_dir / "encoder"), "resume": has_checkpoint(run_dir / "gan")}
-    return {"format_version": 1, "encoder": encoder, "gan": gan}
-
-
 def start_training(dataset, run_name, enc_epochs, sampling, eras_per_batch, clips_per_era, enc_lr, margin,
                    recipe, gan_epochs, batch_size, lr_g, lr_d, diffaugment):
     """Start both stages in a new run folder <data root>/runs/<run name>."""
-    from train.config import ConfigError, EncoderStageConfig, GanStageConfig
-
     try:
         data_root = confined_path(dataset, must_exist=True)
-        name = (run_name or "").strip() or time.strftime("run-%Y%m%d-%H%M%S")
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name.startswith("."):
-            raise PathError("A run name uses letters, digits, '.', '_' and '-' only.")
+        name = check_run_name((run_name or "").strip() or time.strftime("run-%Y%m%d-%H%M%S"))
         run_dir = confined_path(f"runs/{name}")
-    except PathError as error:
+        if WORKER.busy():
+            raise JobError("A job is already running; stop it or wait for it to finish (one at a time).")
+        plan = new_run_plan(run_dir, data_root, enc_epochs=enc_epochs, sampling=sampling,
+                            eras_per_batch=eras_per_batch, clips_per_era=clips_per_era, enc_lr=enc_lr,
+                            margin=margin, recipe=recipe, gan_epochs=gan_epochs, batch_size=batch_size,
+                            lr_g=lr_g, lr_d=lr_d, diffaugment=diffaugment)
+        WORKER.start(Job("train", run_dir=run_dir), partial(run_training, plan=plan))
+    except (PathError, JobError) as error:
         raise gr.Error(str(error)) from None
-    if (run_dir / "app_plan.json").exists() or (run_dir / "encoder").exists():
-        raise gr.Error(f"The run folder runs/{name} already exists: resume it below, or choose another name.")
-    encoder = EncoderStageConfig(epochs=int(enc_epochs), sampling=sampling, eras_per_batch=int(eras_per_batch),
-                                 clips_per_era=int(clips_per_era), lr=float(enc_lr), margin=float(margin))
-    gan = GanStageConfig(recipe=recipe, epochs=int(gan_epochs), batch_size=int(batch_size) or None,
-                         lr_g=float(lr_g) or None, lr_d=float(lr_d) or None,
-                         diffaugment=None if diffaugment is None else ",".join(diffaugment))
-    try:
-        encoder.validate()
-        gan.validate()
-    except ConfigError as error:
-        raise gr.Error(str(error)) from None
-    plan = _plan_for(run_dir, data_root, encoder.to_dict(), gan.to_dict())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "app_plan.json").write_text(json.dumps(plan, indent=1))
-    WORKER.start(Job("train", run_dir=run_dir), partial(_run_training, plan=plan))
     gr.Info(f"Training started in {_relative_to_data(run_dir)}.")
     return f"runs/{name}", gr.Timer(active=True)
 
@@ -543,15 +379,10 @@ def resume_training(run_text):
     """Continue a run folder made by this tab: finished stages are kept, unfinished ones resume."""
     try:
         run_dir = confined_path(run_text, must_exist=True)
-    except PathError as error:
+        plan = resume_plan(run_dir)
+        WORKER.start(Job("train", run_dir=run_dir), partial(run_training, plan=plan))
+    except (PathError, JobError) as error:
         raise gr.Error(str(error)) from None
-    plan_file = run_dir / "app_plan.json"
-    if not plan_file.is_file():
-        raise gr.Error(f"{run_text!r} is not a run folder started from this tab (no app_plan.json).")
-    plan = json.loads(plan_file.read_text())
-    data_root = Path(plan["encoder"]["data_root"])
-    plan = _plan_for(run_dir, data_root, plan["encoder"], plan["gan"])
-    WORKER.start(Job("train", run_dir=run_dir), partial(_run_training, plan=plan))
     gr.Info(f"Resuming {_relative_to_data(run_dir)}.")
     return gr.Timer(active=True)
 
@@ -564,10 +395,7 @@ def stop_job():
 
 
 def _relative_to_data(path: Path) -> str:
-    try:
-        return str(Path(path).relative_to(DATA_ROOT.resolve()))
-    except ValueError:
-        return str(path)
+    return relative_to(path, DATA_ROOT)
 
 
 def _build_corpus(job: Job, stop: threading.Event, settings) -> None:
@@ -585,7 +413,8 @@ def build_starter_corpus(dataset, clips_per_era):
 
     try:
         out = confined_path(dataset)
-    except PathError as error:
+        clips = whole_number(clips_per_era, "Training clips per era", 1, 100_000)
+    except (PathError, JobError) as error:
         raise gr.Error(str(error)) from None
     midi, paintings = CORPUS_SOURCES / "midi", CORPUS_SOURCES / "paintings"
     if not (midi.is_dir() and paintings.is_dir()):
@@ -598,15 +427,18 @@ def build_starter_corpus(dataset, clips_per_era):
     except CorpusError as error:
         raise gr.Error(str(error)) from None
     settings = BuildSettings(midi=str(midi), paintings=str(paintings), out=str(out),
-                             train_clips_per_era=int(clips_per_era), jobs=min(2, os.cpu_count() or 1),
+                             train_clips_per_era=clips, jobs=min(2, os.cpu_count() or 1),
                              progress=False)
 
     def progress_of():
         done = sum(1 for _ in (out / "_build" / "clips").glob("*/*.json")) if out.is_dir() else 0
         return min(done / max(total, 1), 0.99), f"rendering pieces: {done} of {total}"
 
-    WORKER.start(Job("corpus", run_dir=out, stage="starter corpus", progress_of=progress_of),
-                 partial(_build_corpus, settings=settings))
+    try:
+        WORKER.start(Job("corpus", run_dir=out, stage="starter corpus", progress_of=progress_of),
+                     partial(_build_corpus, settings=settings))
+    except JobError as error:
+        raise gr.Error(str(error)) from None
     gr.Info(f"Building the starter corpus in {_relative_to_data(out)}.")
     return gr.Timer(active=True)
 
@@ -623,29 +455,17 @@ def _escape(text: str) -> str:
 
 
 def training_status():
-    """Poll the worker -> (progress html, status, curves, scatter, samples, timer)."""
-    job = WORKER.job
-    if job is None:
-        return _progress_html(0, "idle"), "No job has run yet.", None, None, None, gr.Timer(active=False)
-    if job.progress_of is not None and not job.finished:
-        job.fraction, job.message = job.progress_of()
-    elapsed = time.time() - job.started
-    state = ("failed" if job.error else "stopped" if job.stopped else "finished" if job.finished else "running")
-    lines = [f"**{job.kind} {state}** after {elapsed:.0f} s — {job.message}"]
-    if job.run_dir is not None:
-        lines.append(f"Folder: `{_relative_to_data(job.run_dir)}` (inside the data folder)")
-    if job.error:
-        lines.append(f"Error: {job.error}")
-    if job.result and job.kind == "corpus":
-        lines.append(f"```\n{job.result}\n```")
-    label = f"{job.stage or job.kind}: {state}"
-    artifacts = {**_run_folder_artifacts(job.run_dir), **job.artifacts} if job.kind == "train" else {}
-    scatter, samples = _picture(artifacts.get("scatter")), _picture(artifacts.get("samples"))
+    """The shared job state -> (progress html, status, curves, scatter, samples, timer).
+
+    Polled by the timer and run on page load, so a refreshed page re-attaches to a running job.
+    """
+    view = describe(WORKER.job, shown=_relative_to_data)
+    scatter, samples = _picture(view.artifacts.get("scatter")), _picture(view.artifacts.get("samples"))
     curves = WORKER.curves_picture()
     if curves is None:
-        curves = _picture(artifacts.get("curves"))
-    timer = gr.Timer(active=not job.finished)
-    return _progress_html(job.fraction, label), "\n\n".join(lines), curves, scatter, samples, timer
+        curves = _picture(view.artifacts.get("curves"))
+    timer = gr.Timer(active=view.state == "running")
+    return _progress_html(view.fraction, view.label), "\n\n".join(view.lines), curves, scatter, samples, timer
 
 
 def _picture(path: str | None):
@@ -659,19 +479,6 @@ def _picture(path: str | None):
             return image.convert("RGB")
     except OSError:  # being rewritten right now; the next poll shows it
         return None
-
-
-def _run_folder_artifacts(run_dir: Path | None) -> dict[str, str]:
-    """The newest scatter, sample grid and curves already in a run folder (shown when resuming)."""
-    found = {}
-    if run_dir is None:
-        return found
-    for name, pattern in (("scatter", "encoder/samples/scatter_epoch*.png"), ("curves", "encoder/curves.png"),
-                          ("samples", "gan/samples/grid_*.png"), ("curves", "gan/curves.png")):
-        files = sorted(Path(run_dir).glob(pattern))
-        if files:
-            found[name] = str(files[-1])
-    return found
 
 
 def use_trained_weights(run_text, export):
