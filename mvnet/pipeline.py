@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mvnet import ERAS, audio
-from mvnet.files import atomic_write_bytes
+from mvnet.files import atomic_folder, atomic_write_bytes, recover_folder
 from mvnet.models import AudioEncoder, Generator, ModelConfigs
 
 FORMAT_VERSION = 1
@@ -146,19 +146,23 @@ class MVNet:
         }
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write the weights folder in one step: a crash leaves the old complete folder or the new complete one.
+
+        Other files already in the folder (model card, grids) are kept.
+        """
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        _save_tensors(self.encoder, folder / ENCODER_FILE)
-        _save_tensors(self.generator, folder / GENERATOR_FILE)
-        if self.atlas is not None:
-            self.atlas.save(folder / ATLAS_FILE)
-        # config.json last: a folder with a config is a complete folder.
-        atomic_write_bytes(folder / CONFIG_FILE, json.dumps(self.config, indent=1).encode())
+        with atomic_folder(folder) as staging:
+            _save_tensors(self.encoder, staging / ENCODER_FILE)
+            _save_tensors(self.generator, staging / GENERATOR_FILE)
+            if self.atlas is not None:
+                self.atlas.save(staging / ATLAS_FILE)
+            atomic_write_bytes(staging / CONFIG_FILE, json.dumps(self.config, indent=1).encode())
         return folder
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike = DEFAULT_WEIGHTS, device=None) -> MVNet:
         folder = Path(folder)
+        recover_folder(folder)
         config_path = folder / CONFIG_FILE
         if not config_path.is_file():
             raise WeightsError(f"No trained weights in {folder}: {config_path} is missing. {TRAINING_HINT}")

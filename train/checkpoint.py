@@ -61,6 +61,8 @@ def save_checkpoint(run_dir: str | Path, state: dict) -> Path:
     buffer = io.BytesIO()
     torch.save({**state, "rng": rng_state()}, buffer)
     path = Path(run_dir) / CHECKPOINT_NAME
+    for stale in Path(run_dir).glob(f".{CHECKPOINT_NAME}.*.tmp"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
     atomic_write_bytes(path, buffer.getvalue())
     return path
 

@@ -20,7 +20,10 @@ def read_metrics(run_dir: Path) -> list[dict]:
     rows = []
     for line in path.read_text().splitlines():
         if line.strip():
-            rows.append(json.loads(line))
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line torn by a crash mid-append; resume rewrites the file
+                continue
     return rows
 
 
