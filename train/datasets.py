@@ -190,6 +190,9 @@ def read_musart(root: str | os.PathLike, image_size: int = 64, verify_audio: str
                 log=print) -> MusartCorpus:
     """Read and validate a Musart-layout corpus; see the module docstring. `log(text)` gets the report."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise MusartError(f"{root} is a file, not a corpus folder: give the folder that holds training/ and "
+                          "testing/ (the Musart layout).")
     if not root.is_dir():
         raise MusartError(f"Corpus folder {root} does not exist. Build the starter corpus with "
                           "`python -m train.corpus build ...` or point to your Musart-Dataset folder.")
