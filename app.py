@@ -10,6 +10,8 @@ Environment variables:
     MVNET_CORPUS_SOURCES    folder with midi/ and paintings/ for "Build starter corpus"
                             (default: ../shared/data next to the repository)
     MVNET_ENABLE_TRAINING   1 / 0: show the Train tab (default: on, but off on a Hugging Face Space, SPACE_ID)
+    MVNET_CONCURRENCY       requests computed at once (default: 2); more wait in the queue (at most 64)
+    MVNET_TORCH_THREADS     torch threads per process (default: torch's own, one per core)
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ EXAMPLES_DIR = ROOT / "assets" / "examples"
 ON_SPACES = bool(os.environ.get("SPACE_ID"))
 TRAINING_ENABLED = os.environ.get("MVNET_ENABLE_TRAINING", "0" if ON_SPACES else "1").strip() == "1"
 MAX_FILE_SIZE = "50mb"
+# Requests painted at once, and torch threads per request (0: torch's default, one per core); see bench/load.py.
+CONCURRENCY = int(os.environ.get("MVNET_CONCURRENCY") or 2)
+TORCH_THREADS = int(os.environ.get("MVNET_TORCH_THREADS") or 0)
+QUEUE_SIZE = 64
 MAX_IMAGES = 16
 MORPH_FRAMES = 8
 EXPLORE_TITLE = "Era map: click anywhere to paint that point"
@@ -133,22 +139,16 @@ def _clock(seconds: float) -> str:
 
 def _seed(value) -> int:
     try:
-        seed = int(value)
-    except (TypeError, ValueError):
-        raise gr.Error(f"The seed must be a whole number, not {value!r}.") from None
-    if not 0 <= seed < 2**31:
-        raise gr.Error("The seed must be between 0 and 2147483647.")
-    return seed
+        return whole_number(value, "The seed", 0, 2**31 - 1)
+    except JobError as error:
+        raise gr.Error(f"{error} The seed must be between 0 and 2147483647.") from None
 
 
 def _count(value) -> int:
     try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise gr.Error(f"The number of images must be a whole number, not {value!r}.") from None
-    if not 1 <= n <= MAX_IMAGES:
-        raise gr.Error(f"Paint between 1 and {MAX_IMAGES} images.")
-    return n
+        return whole_number(value, "The number of images", 1, MAX_IMAGES)
+    except JobError as error:
+        raise gr.Error(f"{error} Paint between 1 and {MAX_IMAGES} images.") from None
 
 
 def _gallery(model: MVNet, vector, n: int, seed: int) -> list:
@@ -781,10 +781,14 @@ def _train_tab() -> dict:
             "use_message": use_message}
 
 
+if TORCH_THREADS > 0:
+    import torch
+
+    torch.set_num_threads(TORCH_THREADS)
 SLOT.load_folder(WEIGHTS_DIR)
 WARM_UP = warm_up()
 demo = build_demo()
-demo.queue(default_concurrency_limit=2, max_size=64)
+demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
 
 
 # Gradio 6 takes the theme and CSS at launch; tests launch with the same options.

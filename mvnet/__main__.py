@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -50,12 +52,16 @@ def _paint(args) -> int:
     if not 1 <= args.n <= 64:
         print(f"error: --n must be between 1 and 64, got {args.n}", file=sys.stderr)
         return 2
+    if not 0 <= args.seed < 2**31:
+        print(f"error: --seed must be between 0 and 2147483647, got {args.seed}", file=sys.stderr)
+        return 2
     if args.windows < 1:
         print(f"error: --windows must be at least 1, got {args.windows}", file=sys.stderr)
         return 2
     model = MVNet.from_pretrained(args.weights, device=args.device)
     try:
-        embedding = model.embed(args.audio, max_windows=args.windows)
+        with _quiet_decoder_noise():
+            embedding = model.embed(args.audio, max_windows=args.windows)
     except AudioError as e:
         print(f"error: {args.audio}: {e}", file=sys.stderr)
         return 1
@@ -70,6 +76,26 @@ def _paint(args) -> int:
         print(f"  {era:<12} {p:6.1%}  {'#' * round(p * 40)}")
     print(f"wrote {args.n} images (seed {args.seed}) to {args.out}")
     return 0
+
+
+@contextlib.contextmanager
+def _quiet_decoder_noise():
+    """Hide what C decoders print on a damaged file (libmpg123's "Illegal Audio-MPEG-Header ...") so the
+    person reads one error line; AudioError carries the message. The CLI is single-threaded, so fd 2 is ours."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            sys.stderr.flush()
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def describe(configs) -> str:

@@ -148,19 +148,22 @@ def _decode_bytes(data: bytes, max_seconds: float) -> tuple[int, np.ndarray]:
 def _decode(file, original, name: str, max_seconds: float) -> tuple[int, np.ndarray]:
     """soundfile first (fast, no big imports); librosa/audioread only when soundfile cannot."""
     try:
-        return _read_with_soundfile(file, max_seconds)
+        sample_rate, channels = _read_with_soundfile(file, max_seconds)
     except AudioError:
         raise  # decoded fine, but the samples themselves are unusable (NaN)
     except Exception as error:  # libsndfile errors, and anything else a damaged file provokes
         first_problem = _plain_soundfile_message(error)
+    else:
+        if len(channels) == 0:  # a header only, or an Ogg file cut early (libsndfile then reports 0 frames)
+            raise AudioError(f"{name[:1].upper()}{name[1:]} contains no samples that can be decoded: the "
+                             "recording is zero-length, or the file is cut off or damaged.")
+        return sample_rate, channels
     try:
         return _read_with_librosa(original, max_seconds)
     except Exception as error:  # audioread/librosa raise many unrelated types; all mean "unreadable"
-        second = str(error).strip() or type(error).__name__
-        raise AudioError(
-            f"Could not read {name} as audio (is it a music file?): {first_problem} "
-            f"(fallback decoder: {second})"
-        ) from None
+        second = str(error).strip()
+        detail = f" (fallback decoder: {second})" if second and "NoBackend" not in type(error).__name__ else ""
+        raise AudioError(f"Could not read {name} as audio (is it a music file?): {first_problem}{detail}") from None
 
 
 def _read_with_soundfile(file, max_seconds: float) -> tuple[int, np.ndarray]:
@@ -206,6 +209,8 @@ def _plain_soundfile_message(error: Exception) -> str:
     text = re.sub(r"^Error opening .*?: ", "", str(error)).strip()
     if "does not exist or is not a regular file" in text:  # libsndfile's mp3 reader says this for junk
         return "the format was not recognised."
+    if text.startswith("Unspecified internal error"):  # libsndfile's mp3 reader on a damaged stream
+        return "the file is damaged or not in a format this app knows."
     return text or type(error).__name__
 
 

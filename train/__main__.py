@@ -197,7 +197,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except _readable_errors() as exc:  # a bad corpus, checkpoint or weights folder: the message, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 2
+
+
+def _readable_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message already tells a person what is wrong (bad corpus, checkpoint, weights, audio)."""
+    from mvnet.audio import AudioError
+    from mvnet.pipeline import WeightsError
+    from train.checkpoint import CheckpointError
+    from train.datasets import MusartError
+
+    return (MusartError, CheckpointError, WeightsError, AudioError)
 
 
 def _all(args) -> int:
