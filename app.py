@@ -11,7 +11,7 @@ Environment variables:
                             (default: ../shared/data next to the repository)
     MVNET_ENABLE_TRAINING   1 / 0: show the Train tab (default: on, but off on a Hugging Face Space, SPACE_ID)
     MVNET_CONCURRENCY       requests computed at once (default: 2); more wait in the queue (at most 64)
-    MVNET_TORCH_THREADS     torch threads per process (default: torch's own, one per core)
+    MVNET_TORCH_THREADS     torch threads (default: cores // MVNET_CONCURRENCY, at least 1)
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import os
 import random
 import re
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -46,9 +47,10 @@ EXAMPLES_DIR = ROOT / "assets" / "examples"
 ON_SPACES = bool(os.environ.get("SPACE_ID"))
 TRAINING_ENABLED = os.environ.get("MVNET_ENABLE_TRAINING", "0" if ON_SPACES else "1").strip() == "1"
 MAX_FILE_SIZE = "50mb"
-# Requests painted at once, and torch threads per request (0: torch's default, one per core); see bench/load.py.
+# Requests painted at once, and torch threads in all (measured with bench/load.py on 2 cores: concurrency 2 with
+# one thread each served 4 and 16 clients at least as well as 1 x 2 or 2 x 2 threads, and never oversubscribes).
 CONCURRENCY = int(os.environ.get("MVNET_CONCURRENCY") or 2)
-TORCH_THREADS = int(os.environ.get("MVNET_TORCH_THREADS") or 0)
+TORCH_THREADS = int(os.environ.get("MVNET_TORCH_THREADS") or max(1, (os.cpu_count() or 1) // CONCURRENCY))
 QUEUE_SIZE = 64
 MAX_IMAGES = 16
 MORPH_FRAMES = 8
@@ -100,6 +102,34 @@ class ModelSlot:
 
 
 SLOT = ModelSlot()
+
+
+def _atomic_save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """gradio.processing_utils.save_pil_to_cache, but never truncating a file that may be being served.
+
+    Gradio stores output images under a hash of their bytes and rewrites the file in place each time, so two
+    requests with the same output (same example, same seed: common) race: one client downloads the file while
+    the other request truncates it ("peer closed connection ... received 0 bytes", seen in bench/load.py).
+    Here an existing complete file is reused and a new one appears atomically (temp file + os.replace).
+    """
+    from gradio import processing_utils
+
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    path = (folder / f"{name}.{format}").resolve()
+    if not (path.is_file() and path.stat().st_size == len(data)):
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    return str(path)
+
+
+def _use_atomic_image_cache() -> None:
+    from gradio import processing_utils
+
+    processing_utils.save_pil_to_cache = _atomic_save_pil_to_cache  # gallery, image and mel outputs use it
 
 
 def _shown_path(path: Path) -> str:
@@ -781,6 +811,7 @@ def _train_tab() -> dict:
             "use_message": use_message}
 
 
+_use_atomic_image_cache()
 if TORCH_THREADS > 0:
     import torch
 

@@ -35,7 +35,7 @@ def free_port() -> int:
 def start_app(port: int, concurrency: int, torch_threads: int, weights: str) -> subprocess.Popen:
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "MVNET_ENABLE_TRAINING": "0", "MVNET_WEIGHTS": weights, "MVNET_CONCURRENCY": str(concurrency),
-           "MVNET_TORCH_THREADS": str(torch_threads)}
+           **({"MVNET_TORCH_THREADS": str(torch_threads)} if torch_threads else {})}
     return subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
 
@@ -102,7 +102,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=40.0, help="load time per N (requests running at the "
                         "end are waited for)")
     parser.add_argument("--concurrency", type=int, default=2, help="MVNET_CONCURRENCY for the app")
-    parser.add_argument("--torch-threads", type=int, default=0, help="MVNET_TORCH_THREADS (0: torch's default)")
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="MVNET_TORCH_THREADS (0: the app's default, cores // concurrency)")
     parser.add_argument("--weights", default=str(ROOT / "weights"))
     args = parser.parse_args()
     if any(not 1 <= n <= MAX_CLIENTS for n in args.clients) or not 0 < args.seconds <= MAX_SECONDS:
@@ -115,7 +116,7 @@ def main() -> int:
         from gradio_client import handle_file
 
         warm.predict(handle_file(str(EXAMPLES[0])), 9, 0, api_name="/paint")
-        print(f"app: concurrency {args.concurrency}, torch threads {args.torch_threads or 'default'}, "
+        print(f"app: concurrency {args.concurrency}, torch threads {args.torch_threads or 'app default'}, "
               f"{os.cpu_count()} cores; {args.seconds:.0f} s per level; /paint with 9 images", flush=True)
         print("| clients | requests | errors | throughput (req/s) | p50 (s) | p95 (s) | mean (s) |")
         print("|---:|---:|---:|---:|---:|---:|---:|")

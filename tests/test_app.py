@@ -161,6 +161,37 @@ def test_bad_audio_gives_the_audio_message_and_the_app_keeps_serving(client, tmp
     assert len(client.predict(upload(EXAMPLES / "romantic.ogg"), 2, 0, api_name="/paint")[3]) == 2
 
 
+def test_output_images_are_cached_without_rewriting_a_file_being_served(app, tmp_path):
+    from gradio import processing_utils
+
+    assert processing_utils.save_pil_to_cache is app._atomic_save_pil_to_cache
+    picture = Image.new("RGB", (8, 8), (10, 20, 30))
+    first = app._atomic_save_pil_to_cache(picture, str(tmp_path), format="png")
+    inode = os.stat(first).st_ino
+    with open(first, "rb") as download:  # a client is reading it while another request paints the same image
+        assert app._atomic_save_pil_to_cache(picture, str(tmp_path), format="png") == first
+        assert download.read() == Path(first).read_bytes() and len(Path(first).read_bytes()) > 0
+    assert os.stat(first).st_ino == inode  # reused, not rewritten
+    Path(first).write_bytes(b"")  # a torn leftover is replaced by a complete file in one step
+    assert Image.open(app._atomic_save_pil_to_cache(picture, str(tmp_path), format="png")).size == (8, 8)
+
+
+def test_identical_concurrent_requests_all_get_their_images(url):
+    """Same clip, same seed, at once: Gradio's content-addressed image cache is shared between them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    def paint(_):
+        client = Client(url, verbose=False)
+        gallery = client.predict(upload(EXAMPLES / "baroque.ogg"), 9, 0, api_name="/paint")[3]
+        return [Image.open(item["image"]).size for item in gallery]
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(paint, range(6)))
+    assert results == [[(256, 256)] * 9] * 6
+
+
 def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
     big = tmp_path / "big.wav"
     with open(big, "wb") as handle:
