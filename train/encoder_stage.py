@@ -26,13 +26,13 @@ from torch import nn
 
 from mvnet import ERAS
 from mvnet.audio import feature_statistics, standardize
-from mvnet.models import PRESETS, AudioEncoder, EncoderConfig
+from mvnet.models import PRESETS, AudioEncoder, EncoderConfig, ModelConfigs
 from train.augment import time_shift
 from train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from train.config import Callbacks, ConfigError, EncoderStageConfig, StageResult
 from train.distributed import any_rank, barrier, distributed_context, unwrap, wrap
 from train.losses import MINERS, pairwise_distances
-from train.runs import RunFolder, atomic_write_bytes, atomic_write_json
+from train.runs import RunFolder, atomic_write_bytes, atomic_write_json, read_finished_run
 
 ENCODER_WEIGHTS = "encoder.safetensors"
 ENCODER_META = "encoder.json"
@@ -402,13 +402,7 @@ def load_encoder_run(run_dir: str | Path, device="cpu") -> tuple[AudioEncoder, d
     """(encoder in eval mode, encoder.json contents) of a finished stage 1 run."""
     from safetensors.torch import load_file
 
-    run_dir = Path(run_dir)
-    meta_path = run_dir / ENCODER_META
-    if not meta_path.exists():
-        raise ConfigError(f"{run_dir} is not a finished encoder run ({ENCODER_META} is missing): "
-                          "train stage 1 first (python -m train encoder ...)")
-    meta = json.loads(meta_path.read_text())
-    cfg = EncoderConfig(**{**meta["encoder"], "input_hw": tuple(meta["encoder"]["input_hw"])})
-    encoder = AudioEncoder(cfg)
+    run_dir, meta = read_finished_run(run_dir, ENCODER_META, "encoder", "python -m train encoder ...")
+    encoder = AudioEncoder(ModelConfigs.from_dict({"encoder": meta["encoder"]}).encoder)
     encoder.load_state_dict(load_file(str(run_dir / ENCODER_WEIGHTS)))
     return encoder.to(device).eval(), meta

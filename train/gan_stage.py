@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from mvnet import ERAS
-from mvnet.models import PRESETS, Discriminator, DiscriminatorConfig, Generator, GeneratorConfig
+from mvnet.models import PRESETS, Discriminator, DiscriminatorConfig, Generator, GeneratorConfig, ModelConfigs
 from train.augment import diff_augment, parse_policy
 from train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
 from train.config import Callbacks, ConfigError, GanStageConfig, StageResult
@@ -32,7 +31,7 @@ from train.datasets import PaintingPairDataset
 from train.distributed import any_rank, barrier, distributed_context, mean_over_ranks, wrap
 from train.encoder_stage import embed_clips, load_corpus, load_encoder_run
 from train.losses import bce_d_loss, bce_g_loss, hinge_d_loss, hinge_g_loss, mode_seeking_loss
-from train.runs import RunFolder, atomic_write_bytes, atomic_write_json
+from train.runs import RunFolder, atomic_write_bytes, atomic_write_json, read_finished_run
 
 GENERATOR_WEIGHTS = "generator.safetensors"
 GAN_META = "gan.json"
@@ -344,13 +343,7 @@ def load_gan_run(run_dir: str | Path, device="cpu") -> tuple[Generator, dict]:
     """(generator in eval mode, gan.json contents) of a finished stage 2 run."""
     from safetensors.torch import load_file
 
-    run_dir = Path(run_dir)
-    meta_path = run_dir / GAN_META
-    if not meta_path.exists():
-        raise ConfigError(f"{run_dir} is not a finished GAN run ({GAN_META} is missing): "
-                          "train stage 2 first (python -m train gan ...)")
-    meta = json.loads(meta_path.read_text())
-    g = meta["generator"]
-    generator = Generator(GeneratorConfig(**{**g, "attention_at": tuple(g["attention_at"])}))
+    run_dir, meta = read_finished_run(run_dir, GAN_META, "GAN", "python -m train gan ...")
+    generator = Generator(ModelConfigs.from_dict({"generator": meta["generator"]}).generator)
     generator.load_state_dict(load_file(str(run_dir / GENERATOR_WEIGHTS)))
     return generator.to(device).eval(), meta

@@ -13,6 +13,18 @@ from pathlib import Path
 from mvnet.files import atomic_file, atomic_write_bytes, atomic_write_json  # noqa: F401 (re-exported)
 
 
+def read_finished_run(run_dir, meta_name: str, stage: str, command: str) -> tuple[Path, dict]:
+    """(run folder, its metadata JSON) of a finished run; a clear error when the run is not finished."""
+    from train.config import ConfigError
+
+    run_dir = Path(run_dir)
+    meta_path = run_dir / meta_name
+    if not meta_path.exists():
+        raise ConfigError(f"{run_dir} is not a finished {stage} run ({meta_name} is missing): "
+                          f"train it first ({command})")
+    return run_dir, json.loads(meta_path.read_text())
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
