@@ -56,6 +56,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def restore_rng_after_resume(state: dict, seed: int, rank: int) -> None:
+    """Rank 0 continues its saved random streams exactly; other ranks (whose states are not saved) get a seed
+    derived from the step, so a resumed multi-process run stays deterministic."""
+    if rank == 0:
+        set_rng_state(state["rng"])
+    else:
+        seed_everything(seed + rank + 7919 * state["step"])
+
+
 def save_checkpoint(run_dir: str | Path, state: dict) -> Path:
     """Atomically write `state` (plus the RNG states) to <run_dir>/checkpoint.pt."""
     buffer = io.BytesIO()

@@ -28,7 +28,13 @@ from mvnet import ERAS
 from mvnet.audio import feature_statistics, standardize
 from mvnet.models import PRESETS, AudioEncoder, EncoderConfig, ModelConfigs
 from train.augment import time_shift
-from train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
+from train.checkpoint import (
+    has_checkpoint,
+    load_checkpoint,
+    restore_rng_after_resume,
+    save_checkpoint,
+    seed_everything,
+)
 from train.config import Callbacks, ConfigError, EncoderStageConfig, StageResult
 from train.distributed import any_rank, barrier, distributed_context, unwrap, wrap
 from train.losses import MINERS, pairwise_distances
@@ -263,10 +269,7 @@ def _run(cfg: EncoderStageConfig, callbacks: Callbacks, info) -> StageResult:
         optimizer.load_state_dict(state["optimizer"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
         seconds_before = float(state.get("train_seconds", 0.0))
-        if info.rank == 0:
-            set_rng_state(state["rng"])
-        else:
-            seed_everything(cfg.seed + info.rank + 7919 * step)
+        restore_rng_after_resume(state, cfg.seed, info.rank)
         run.truncate_metrics(step)
         run.log(f"resumed at step {step} (epoch {epoch}, batch {position})")
     ddp_model = wrap(model, info)

@@ -25,7 +25,13 @@ from torch.utils.data import DistributedSampler
 from mvnet import ERAS
 from mvnet.models import PRESETS, Discriminator, DiscriminatorConfig, Generator, GeneratorConfig, ModelConfigs
 from train.augment import diff_augment, parse_policy
-from train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
+from train.checkpoint import (
+    has_checkpoint,
+    load_checkpoint,
+    restore_rng_after_resume,
+    save_checkpoint,
+    seed_everything,
+)
 from train.config import Callbacks, ConfigError, GanStageConfig, StageResult
 from train.datasets import PaintingPairDataset
 from train.distributed import any_rank, barrier, distributed_context, mean_over_ranks, wrap
@@ -156,10 +162,7 @@ def _run(cfg: GanStageConfig, callbacks: Callbacks, info) -> StageResult:
             ema.model.load_state_dict(state["G_ema"])
         step, epoch, position, images_shown = state["step"], state["epoch"], state["position"], state["images_shown"]
         seconds_before = float(state.get("train_seconds", 0.0))
-        if info.rank == 0:
-            set_rng_state(state["rng"])
-        else:
-            seed_everything(cfg.seed + info.rank + 7919 * step)
+        restore_rng_after_resume(state, cfg.seed, info.rank)
         run.truncate_metrics(step)
         run.log(f"resumed at step {step} ({images_shown / 1000:.2f} kimg)")
     G_train, D_train = wrap(G, info), wrap(D, info)
