@@ -55,6 +55,7 @@ class DiscriminatorConfig:
     conditional: bool = True
     spectral_norm: bool = True
     batch_norm: bool = False  # the report's D uses BatchNorm (not with spectral norm)
+    era_classes: int = 0  # > 0: an auxiliary era classifier on D's features (AC-GAN); training only
     image_size: int = 64
 
 
@@ -228,15 +229,22 @@ class Discriminator(nn.Module):
         features = 16 * c * side * side
         self.head = sn(nn.Linear(features, 1))
         self.project = sn(nn.Linear(cfg.embedding_dim, features, bias=False)) if cfg.conditional else None
+        self.era_head = sn(nn.Linear(features, cfg.era_classes)) if cfg.era_classes else None
 
-    def forward(self, images: torch.Tensor, embedding: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, embedding: torch.Tensor | None = None,
+                with_eras: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Real/fake logits (B,); with_eras=True also returns era logits (B, era_classes)."""
         h = self.blocks(images).flatten(1)
         logits = self.head(h).squeeze(1)
         if self.project is not None:
             if embedding is None:
                 raise ValueError("this discriminator is conditional: pass the embedding")
             logits = logits + (self.project(embedding) * h).sum(dim=1)
-        return logits
+        if not with_eras:
+            return logits
+        if self.era_head is None:
+            raise ValueError("this discriminator has no era classifier (era_classes=0)")
+        return logits, self.era_head(h)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -256,6 +256,28 @@ def test_cli_trains_both_stages_and_exports(corpus, tmp_path):
 
 
 @pytest.mark.slow
+def test_cli_all_trains_exports_and_the_weights_paint(corpus, tmp_path):
+    """`python -m train all` for real (not --dry-run): both stages, export with the era atlas, then the mvnet
+    CLI paints from the exported folder; a second `all` finds both stages finished and only re-exports."""
+    runs, weights, song = tmp_path / "runs", tmp_path / "weights", corpus / "testing" / ERAS[2] / "a0.wav"
+    out = _cli("all", "--data", str(corpus), "--runs", str(runs), "--out", str(weights), "--epochs", "1",
+               "--kimg", "0.03", "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    assert (runs / "encoder" / "encoder.json").exists() and (runs / "gan_ours" / "gan.json").exists()
+    config = json.loads((weights / "config.json").read_text())
+    assert config["eras"] == list(ERAS) and (weights / "atlas.safetensors").exists()
+    grid = tmp_path / "grid.png"
+    painted = subprocess.run([sys.executable, "-m", "mvnet", "paint", str(song), "--weights", str(weights),
+                              "--out", str(grid), "--n", "4"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert painted.returncode == 0, painted.stderr
+    assert Image.open(grid).size[0] > 64
+    before = (runs / "gan_ours" / "generator.safetensors").stat().st_mtime_ns
+    again = _cli("all", "--data", str(corpus), "--runs", str(runs), "--out", str(weights), "--device", "cpu")
+    assert again.returncode == 0, again.stderr
+    assert (runs / "gan_ours" / "generator.safetensors").stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(corpus, tmp_path):
     """Both stages under torchrun with 2 gloo processes; only rank 0 writes."""
     torchrun = Path(sys.executable).parent / "torchrun"

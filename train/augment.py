@@ -86,3 +86,31 @@ def time_shift(features: torch.Tensor, max_shift: int) -> torch.Tensor:
     shifts = torch.randint(-max_shift, max_shift + 1, (b,), device=features.device)
     idx = (torch.arange(frames, device=features.device)[None, :] - shifts[:, None]) % frames  # (B, frames)
     return features.gather(3, idx[:, None, None, :].expand_as(features))
+
+
+def spec_augment(features: torch.Tensor, freq_mask: int, time_mask: int, max_pitch: int = 0) -> torch.Tensor:
+    """SpecAugment-style masks plus a small shift along the mel axis, per clip (same for its 3 segments).
+
+    features (B, 3, n_mels, frames), standardised (0 = the corpus mean) -> same shape. One band of up to
+    freq_mask mel bins and one span of up to time_mask frames are set to 0; the mel axis moves by up to
+    +-max_pitch bins (edges repeated), a rough transposition. They stop the encoder from keying on one
+    instrument's partials or one bar, which is what it memorises on a corpus of a few hundred works.
+    """
+    b, _, mels, frames = features.shape
+    dev = features.device
+    out = features
+    if max_pitch > 0:
+        shifts = torch.randint(-max_pitch, max_pitch + 1, (b,), device=dev)
+        idx = (torch.arange(mels, device=dev)[None, :] - shifts[:, None]).clamp(0, mels - 1)  # (B, mels)
+        out = out.gather(2, idx[:, None, :, None].expand(-1, out.shape[1], -1, frames))
+    keep = torch.ones(b, 1, mels, frames, device=dev, dtype=out.dtype)
+    for size, length, axis in ((freq_mask, mels, 2), (time_mask, frames, 3)):
+        if size <= 0:
+            continue
+        width = torch.randint(0, size + 1, (b,), device=dev)
+        start = (torch.rand(b, device=dev) * (length - width + 1)).long()
+        pos = torch.arange(length, device=dev)[None, :]
+        inside = (pos >= start[:, None]) & (pos < (start + width)[:, None])  # (B, length)
+        shape = (b, 1, length, 1) if axis == 2 else (b, 1, 1, length)
+        keep = keep * (~inside).to(out.dtype).view(shape)
+    return out * keep

@@ -69,6 +69,10 @@ class EncoderStageConfig(_JsonConfig):
     preset: str = "cpu"  # mvnet.models.PRESETS key
     augment: bool = True  # random circular time shift of the log-mel frames (shape kept)
     max_shift_frames: int = 32
+    freq_mask: int = 0  # SpecAugment: mask up to this many mel bins per clip (0 = off)
+    time_mask: int = 0  # ... and up to this many frames
+    pitch_bins: int = 0  # shift the mel axis by up to +-this many bins (a rough transposition)
+    cosine_lr: bool = False  # decay the learning rate to 0 over the run (cosine)
     seed: int = 0
     device: str | None = None  # None: cuda when present, else cpu
     resume: bool = False
@@ -93,7 +97,7 @@ class GanStageConfig(_JsonConfig):
     recipe "paper": the report's setup (unconditional BatchNorm D, BCE with label smoothing 0.2, G Adam 2e-4 as
     in the report's code -- its text says 2e-3 --, D Adam 5e-5, batch 15, G conditioned at its input only).
     recipe "ours": projection D with spectral norm, hinge loss, DiffAugment, EMA of G, mode-seeking term,
-    conditioning augmentation, FiLM in G. Fields left at None take the recipe's value (see `resolved`).
+    conditioning augmentation, FiLM in G, and an auxiliary era classifier in D (AC-GAN) that G must satisfy. Fields left at None take the recipe's value (see `resolved`).
     """
 
     data_root: str = "data/starter"
@@ -113,6 +117,7 @@ class GanStageConfig(_JsonConfig):
     ema_rampup: float = 0.05  # half-life at most this fraction of the images shown so far
     mode_seeking: float | None = None  # weight of the mode-seeking term (0 = off)
     cond_sigma: float | None = None  # conditioning augmentation: fraction of the within-era spread
+    era_weight: float | None = None  # AC-GAN term: D classifies real paintings' eras, G paints the clip's era
     samples_per_era: int = 8  # columns of the per-epoch sample grid
     seed: int = 0
     device: str | None = None
@@ -148,11 +153,11 @@ class GanStageConfig(_JsonConfig):
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": dict(
         batch_size=15, lr_g=2e-4, lr_d=5e-5, betas=(0.5, 0.999), label_smoothing=0.2, diffaugment="",
-        ema_kimg=0.0, mode_seeking=0.0, cond_sigma=0.0,
+        ema_kimg=0.0, mode_seeking=0.0, cond_sigma=0.0, era_weight=0.0,
     ),
     "ours": dict(
         batch_size=32, lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.99), label_smoothing=0.0,
-        diffaugment="color,translation,cutout", ema_kimg=1.0, mode_seeking=1.0, cond_sigma=0.3,
+        diffaugment="color,translation,cutout", ema_kimg=1.0, mode_seeking=1.0, cond_sigma=0.3, era_weight=1.0,
     ),
 }
 

@@ -27,7 +27,7 @@ from torch import nn
 from mvnet import ERAS
 from mvnet.audio import feature_statistics, standardize
 from mvnet.models import PRESETS, AudioEncoder, EncoderConfig, ModelConfigs
-from train.augment import time_shift
+from train.augment import spec_augment, time_shift
 from train.checkpoint import (
     has_checkpoint,
     load_checkpoint,
@@ -301,6 +301,7 @@ def _run(cfg: EncoderStageConfig, callbacks: Callbacks, info) -> StageResult:
             x = standardize(train_set.features[idx].to(device), mean, std)
             if cfg.augment:
                 x = time_shift(x, cfg.max_shift_frames)
+                x = spec_augment(x, cfg.freq_mask, cfg.time_mask, cfg.pitch_bins)
             y = train_set.labels[idx].to(device)
             if miner is None:  # the report: anchor, positive, negative through the net one at a time
                 a, p, n = (ddp_model(x[i:i + 1]) for i in range(3))
@@ -311,6 +312,9 @@ def _run(cfg: EncoderStageConfig, callbacks: Callbacks, info) -> StageResult:
                 loss = stats["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.cosine_lr:
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / max(1, total_steps)))
             optimizer.step()
             step += 1
             losses.append(float(loss.detach()))

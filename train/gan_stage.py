@@ -44,18 +44,19 @@ GAN_META = "gan.json"
 
 
 # ---------------------------------------------------------------------------------------------- models
-def recipe_models(recipe: str, preset: str) -> tuple[GeneratorConfig, DiscriminatorConfig]:
+def recipe_models(recipe: str, preset: str, era_classes: int = 0) -> tuple[GeneratorConfig, DiscriminatorConfig]:
     """Architectures of a recipe at a preset's widths.
 
     paper: the report's G (conditioned at its input only, InstanceNorm, no FiLM) and D (unconditional,
-    BatchNorm, no spectral norm). ours: FiLM in every G block, projection D with spectral norm.
+    BatchNorm, no spectral norm). ours: FiLM in every G block, projection D with spectral norm, and an era
+    classifier head on D when era_classes > 0.
     """
     g, d = PRESETS[preset].generator, PRESETS[preset].discriminator
     if recipe == "paper":
         return (dataclasses.replace(g, norm="instance", film=False),
-                dataclasses.replace(d, conditional=False, spectral_norm=False, batch_norm=True))
+                dataclasses.replace(d, conditional=False, spectral_norm=False, batch_norm=True, era_classes=0))
     return (dataclasses.replace(g, film=True),
-            dataclasses.replace(d, conditional=True, spectral_norm=True, batch_norm=False))
+            dataclasses.replace(d, conditional=True, spectral_norm=True, batch_norm=False, era_classes=era_classes))
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -126,7 +127,7 @@ def _run(cfg: GanStageConfig, callbacks: Callbacks, info) -> StageResult:
     encoder.requires_grad_(False)
     mean = torch.tensor(enc_meta["features"]["mean"], device=device)
     std = torch.tensor(enc_meta["features"]["std"], device=device)
-    g_cfg, d_cfg = recipe_models(cfg.recipe, cfg.preset)
+    g_cfg, d_cfg = recipe_models(cfg.recipe, cfg.preset, len(ERAS) if cfg.era_weight else 0)
     data = load_corpus(cfg.data_root, cfg.cache_dir, image_size=g_cfg.image_size, device=device, log=run.log)
     (train_clips, train_split), (test_clips, _) = data["training"], data["testing"]
     del data
@@ -140,6 +141,7 @@ def _run(cfg: GanStageConfig, callbacks: Callbacks, info) -> StageResult:
     spread = within_era_spread(train_emb, train_clips.labels)
     sample_cond = sample_conditions(test_emb, test_clips.labels, train_emb, train_clips.labels, cfg.samples_per_era)
     train_emb, spread = train_emb.to(device), spread.to(device)
+    train_labels = train_clips.labels.to(device)
     n_items = len(pairs)  # each pair also mirrored
     run.log(f"stage 2 recipe {cfg.recipe} on {device} x{info.world_size}: {len(pairs.pairs)} pairs "
             f"({n_items} with mirrors), {len(pairs.images)} images, within-era spread {spread.mean():.3f}")
@@ -210,8 +212,8 @@ def _run(cfg: GanStageConfig, callbacks: Callbacks, info) -> StageResult:
                 run.log(f"stopped at step {step}; checkpoint written")
                 return StageResult(Path(cfg.run_dir), {"images_shown": images_shown, "steps": step}, stopped=True)
             items = order[position * cfg.batch_size:(position + 1) * cfg.batch_size]
-            stats = _train_step(cfg, items, pairs, train_emb, spread, G, D, G_train, D_train, opt_g, opt_d,
-                                policy, conditional, device)
+            stats = _train_step(cfg, items, pairs, train_emb, train_labels, spread, G, D, G_train, D_train,
+                                opt_g, opt_d, policy, conditional, device)
             position += 1
             step += 1
             images_shown += batch_images
@@ -246,15 +248,21 @@ def _run(cfg: GanStageConfig, callbacks: Callbacks, info) -> StageResult:
     return StageResult(Path(cfg.run_dir), metrics, stopped=False)
 
 
-def _train_step(cfg, items, pairs: PaintingPairDataset, train_emb, spread, G, D, G_train, D_train, opt_g, opt_d, policy,
-                conditional, device) -> dict:
-    """One D update then one G update on a batch of pair items (index into pairs x {plain, mirrored})."""
+def _train_step(cfg, items, pairs: PaintingPairDataset, train_emb, train_labels, spread, G, D, G_train, D_train,
+                opt_g, opt_d, policy, conditional, device) -> dict:
+    """One D update then one G update on a batch of pair items (index into pairs x {plain, mirrored}).
+
+    With era_weight > 0 (AC-GAN): D also learns the era of each real painting, and G is asked to paint images
+    D classifies as the era of the clip it was conditioned on. The embedding alone carries the era only
+    loosely (clips of neighbouring eras overlap), so without this term G learns the era weakly.
+    """
     n_pairs = len(pairs.pairs)
     pair_rows = torch.as_tensor(pairs.pairs)[items % n_pairs]
     mirrored = items >= n_pairs
     real = pairs.images[pair_rows[:, 1]].to(device).float().div_(127.5).sub_(1.0)
     real = torch.where(mirrored.to(device)[:, None, None, None], real.flip(3), real)
     cond = train_emb[pair_rows[:, 0].to(device)]
+    eras = train_labels[pair_rows[:, 0].to(device)]
     if cfg.cond_sigma:
         cond = cond + cfg.cond_sigma * spread * torch.randn_like(cond)
     b = len(items)
@@ -266,26 +274,41 @@ def _train_step(cfg, items, pairs: PaintingPairDataset, train_emb, spread, G, D,
         fake = G(cond, torch.randn(b, noise_dim, device=device))
     d_cond = cond if conditional else None
     opt_d.zero_grad(set_to_none=True)
-    d_real = D_train(diff_augment(real, policy), d_cond)
+    stats = {}
+    with_eras = bool(cfg.era_weight)
+    out = D_train(diff_augment(real, policy), d_cond, with_eras=True) if with_eras else D_train(diff_augment(real, policy), d_cond)
+    d_real, era_real = out if with_eras else (out, None)
     loss_real = (hinge_d_loss(d_real, d_real)[0] if cfg.recipe == "ours"
                  else bce_d_loss(d_real, d_real, cfg.label_smoothing)[0])
+    if with_eras:  # real paintings only: D never learns to classify G's images, so G cannot game it that way
+        era_loss = nn.functional.cross_entropy(era_real, eras)
+        loss_real = loss_real + cfg.era_weight * era_loss
+        stats.update(era_d=float(era_loss.detach()),
+                     era_real_acc=float((era_real.argmax(1) == eras).float().mean()))
     loss_real.backward()
-    d_fake = D_train(diff_augment(fake, policy), d_cond)
+    out = D_train(diff_augment(fake, policy), d_cond, with_eras=True) if with_eras else D_train(diff_augment(fake, policy), d_cond)
+    d_fake = out[0] if with_eras else out
     loss_fake = (hinge_d_loss(d_fake, d_fake)[1] if cfg.recipe == "ours"
                  else bce_d_loss(d_fake, d_fake, cfg.label_smoothing)[1])
+    if with_eras:  # zero-weight use of the era head keeps DDP's gradient buckets identical in both passes
+        loss_fake = loss_fake + 0.0 * out[1].sum()
     loss_fake.backward()
     opt_d.step()
 
     # Generator: D is used unwrapped and frozen, so no D gradients are computed or synchronised.
     D.requires_grad_(False)
-    g_cond = cond
-    if cfg.mode_seeking:
-        g_cond = torch.cat([cond[: b // 2], cond[: b // 2]])  # pairs share a condition, not the noise
+    g_cond, g_eras = cond, eras
+    if cfg.mode_seeking:  # pairs share a condition, not the noise
+        g_cond, g_eras = torch.cat([cond[: b // 2], cond[: b // 2]]), torch.cat([eras[: b // 2], eras[: b // 2]])
     z = torch.randn(b, noise_dim, device=device)
     fake = G_train(g_cond, z)
-    logits = D(diff_augment(fake, policy), g_cond if conditional else None)
+    out = D(diff_augment(fake, policy), g_cond if conditional else None, with_eras=with_eras)
+    logits = out[0] if with_eras else out
     loss_g = hinge_g_loss(logits) if cfg.recipe == "ours" else bce_g_loss(logits)
-    stats = {}
+    if with_eras:
+        era_g = nn.functional.cross_entropy(out[1], g_eras)
+        loss_g = loss_g + cfg.era_weight * era_g
+        stats.update(era_g=float(era_g.detach()), era_fake_acc=float((out[1].argmax(1) == g_eras).float().mean()))
     if cfg.mode_seeking:
         ms = mode_seeking_loss(fake, z)
         loss_g = loss_g + cfg.mode_seeking * ms
