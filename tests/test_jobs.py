@@ -138,13 +138,22 @@ def test_new_run_plan_checks_numbers_and_writes_a_resumable_plan(tmp_path):
     assert resume_plan(run)["encoder"]["epochs"] == 2
 
 
+@pytest.mark.parametrize("sampling, lr", [("semi-hard", 1e-3), ("batch-hard", 1e-3), ("paper", 5e-5)])
+def test_encoder_learning_rate_of_zero_takes_the_samplings_default(tmp_path, sampling, lr):
+    from train.config import EncoderStageConfig
+
+    plan = new_run_plan(tmp_path / sampling, tmp_path, **{**SETTINGS, "sampling": sampling, "enc_lr": 0})
+    assert plan["encoder"]["lr"] is None
+    assert EncoderStageConfig.from_dict(plan["encoder"]).resolved().lr == lr
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(enc_epochs=0), "Encoder epochs must be a whole number from 1"),
     (dict(enc_epochs=None), "Encoder epochs must be a whole number"),
     (dict(gan_epochs=-3), "GAN epochs"),
     (dict(eras_per_batch=9), "Eras per batch"),
     (dict(clips_per_era=1), "Clips per era"),
-    (dict(enc_lr=0), "encoder learning rate"),
+    (dict(enc_lr=-1e-3), "encoder learning rate"),
     (dict(enc_lr=float("inf")), "encoder learning rate"),
     (dict(batch_size=3), "even batch_size"),  # the stage's own ConfigError, passed on
     (dict(batch_size=1.5), "batch size"),

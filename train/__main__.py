@@ -40,6 +40,13 @@ HELP = {
     "ema_kimg": "EMA half-life of G in kimg (0 = no EMA)",
     "mode_seeking": "weight of the mode-seeking diversity term (0 = off)",
     "cond_sigma": "conditioning augmentation: noise as a fraction of the within-era spread (0 = off)",
+    "era_weight": "weight of the AC-GAN era term: D classifies real paintings' eras, G paints the clip's era (0 = off)",
+    "era_ce": "weight of an auxiliary era cross-entropy on the embedding (0 = triplet loss only)",
+    "freq_mask": "SpecAugment: mask up to this many mel bins per clip (0 = off)",
+    "time_mask": "SpecAugment: mask up to this many frames per clip (0 = off)",
+    "pitch_bins": "shift the mel axis by up to +-this many bins (0 = off)",
+    "cosine_lr": "decay the learning rate to 0 over the run (cosine schedule)",
+    "lr": "Adam learning rate (default: 1e-3 for batched mining, the report's 5e-5 for --sampling paper)",
     "max_steps": "stop after this many steps and finish (smoke runs)",
     "cache_dir": "feature cache folder (default: <data>/_features)",
     "device": "cpu, cuda, cuda:1 ... (default: CUDA when present)",
@@ -170,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = _config_from_args(EncoderStageConfig, args)
             cfg.validate()
             if args.dry_run:
-                print(json.dumps(cfg.to_dict(), indent=2))
+                print(json.dumps(cfg.resolved().to_dict(), indent=2))
                 return 0
             from train.encoder_stage import train_encoder
 
@@ -225,7 +232,8 @@ def _all(args) -> int:
     enc.validate()
     gan.validate()
     if args.dry_run:
-        print(json.dumps({"encoder": enc.to_dict(), "gan": gan.resolved().to_dict(), "out": args.out}, indent=2))
+        print(json.dumps({"encoder": enc.resolved().to_dict(), "gan": gan.resolved().to_dict(), "out": args.out},
+                         indent=2))
         return 0
     from train.encoder_stage import ENCODER_META, train_encoder
     from train.export import export_run

@@ -82,6 +82,22 @@ def load_corpus(data_root: str | Path, cache_dir: str | None = None, image_size:
     return out
 
 
+class _WithEraHead(nn.Module):
+    """The encoder plus a linear era classifier on its embedding (training only; the head is not exported).
+
+    One module so DistributedDataParallel sees every trained parameter in one forward pass.
+    """
+
+    def __init__(self, encoder: AudioEncoder, n_eras: int = len(ERAS)):
+        super().__init__()
+        self.encoder = encoder
+        self.era_head = nn.Linear(encoder.cfg.embedding_dim, n_eras)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.encoder(x)
+        return embedding, self.era_head(embedding)
+
+
 # ---------------------------------------------------------------------------------------------- sampling
 def pk_batches(labels: np.ndarray, eras_per_batch: int, clips_per_era: int, seed: int, epoch: int) -> list[np.ndarray]:
     """One epoch of P x K batches, balanced across eras (small eras are cycled), ~len(labels) clips in total.
@@ -231,7 +247,7 @@ def save_scatter(path: Path, train_emb, train_labels, test_emb, test_labels, tit
 # ---------------------------------------------------------------------------------------------- the stage
 def train_encoder(cfg: EncoderStageConfig, callbacks: Callbacks | None = None) -> StageResult:
     """Train (or resume) stage 1 into cfg.run_dir; returns StageResult(run_dir, final metrics, stopped)."""
-    cfg.validate()
+    cfg = cfg.resolved()
     callbacks = callbacks or Callbacks()
     with distributed_context(cfg.device) as info:
         return _run(cfg, callbacks, info)
@@ -259,20 +275,24 @@ def _run(cfg: EncoderStageConfig, callbacks: Callbacks, info) -> StageResult:
     encoder_cfg: EncoderConfig = PRESETS[cfg.preset].encoder
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = AudioEncoder(encoder_cfg).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+    trainable = _WithEraHead(model).to(device)
+    optimizer = torch.optim.Adam(trainable.parameters() if cfg.era_ce else model.parameters(), lr=cfg.lr,
+                                 betas=tuple(cfg.betas))
     seed_everything(cfg.seed + info.rank)
 
     step, epoch, position, seconds_before = 0, 0, 0, 0.0
     if cfg.resume and has_checkpoint(cfg.run_dir):
         state = load_checkpoint(cfg.run_dir)
         model.load_state_dict(state["model"])
+        if "era_head" in state:
+            trainable.era_head.load_state_dict(state["era_head"])
         optimizer.load_state_dict(state["optimizer"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
         seconds_before = float(state.get("train_seconds", 0.0))
         restore_rng_after_resume(state, cfg.seed, info.rank)
         run.truncate_metrics(step)
         run.log(f"resumed at step {step} (epoch {epoch}, batch {position})")
-    ddp_model = wrap(model, info)
+    ddp_model = wrap(trainable if cfg.era_ce else model, info)
     miner = MINERS.get(cfg.sampling)
     steps_per_epoch = len(epoch_plan(cfg, train_labels, 0, info.rank, info.world_size))
     total_steps = steps_per_epoch * cfg.epochs
@@ -281,7 +301,8 @@ def _run(cfg: EncoderStageConfig, callbacks: Callbacks, info) -> StageResult:
 
     def checkpoint(epoch_, position_):
         if info.is_main:
-            save_checkpoint(cfg.run_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            save_checkpoint(cfg.run_dir, {"model": model.state_dict(), "era_head": trainable.era_head.state_dict(),
+                                          "optimizer": optimizer.state_dict(),
                                           "step": step, "epoch": epoch_, "position": position_,
                                           "train_seconds": seconds_before + time.time() - started,
                                           "stage": "encoder"})
@@ -307,6 +328,11 @@ def _run(cfg: EncoderStageConfig, callbacks: Callbacks, info) -> StageResult:
                 a, p, n = (ddp_model(x[i:i + 1]) for i in range(3))
                 loss = nn.functional.triplet_margin_loss(a, p, n, margin=cfg.margin, p=cfg.p)
                 stats = {"loss": loss}
+            elif cfg.era_ce:  # triplet loss plus cross-entropy of a linear era classifier on the embedding
+                embedding, era_logits = ddp_model(x)
+                stats = miner(embedding, y, cfg.margin, cfg.p)
+                stats["era_ce"] = nn.functional.cross_entropy(era_logits, y)
+                loss = stats["loss"] + cfg.era_ce * stats["era_ce"]
             else:
                 stats = miner(ddp_model(x), y, cfg.margin, cfg.p)
                 loss = stats["loss"]

@@ -160,7 +160,8 @@ def new_run_plan(run_dir: Path, data_root: Path, *, enc_epochs, sampling, eras_p
                  margin, recipe, gan_epochs, batch_size, lr_g, lr_d, diffaugment) -> dict:
     """Range-check the Train tab's numbers, write run_dir/app_plan.json, return the plan (JobError if bad).
 
-    GAN batch size and learning rates of 0 take the recipe's defaults.
+    GAN batch size and learning rates of 0 take the recipe's defaults; an encoder learning rate of 0 the
+    sampling's (train.config.SAMPLING_LR).
     """
     from train.config import ConfigError, EncoderStageConfig, GanStageConfig
 
@@ -171,7 +172,8 @@ def new_run_plan(run_dir: Path, data_root: Path, *, enc_epochs, sampling, eras_p
     encoder = EncoderStageConfig(epochs=whole_number(enc_epochs, "Encoder epochs", 1, 10_000), sampling=sampling,
                                  eras_per_batch=whole_number(eras_per_batch, "Eras per batch (P)", 2, 5),
                                  clips_per_era=whole_number(clips_per_era, "Clips per era (K)", 2, 1024),
-                                 lr=real_number(enc_lr, "The encoder learning rate", 0.0, 1.0),
+                                 lr=real_number(enc_lr, "The encoder learning rate", 0.0, 1.0,
+                                                zero_means_default=True),
                                  margin=real_number(margin, "The margin", 0.0, 1000.0))
     gan = GanStageConfig(recipe=recipe, epochs=whole_number(gan_epochs, "GAN epochs", 1, 100_000),
                          batch_size=batch or None,
