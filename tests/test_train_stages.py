@@ -81,7 +81,7 @@ def test_encoder_stage_writes_a_complete_run(encoder_run):
     assert all(np.isfinite(r["loss"]) and "heldout_silhouette" in r for r in epochs)
     for name in ("options.json", "log.txt", "curves.png", "encoder.safetensors", "embeddings.safetensors"):
         assert (encoder_run / name).exists(), name
-    assert json.loads((encoder_run / "options.json").read_text())["sampling"] == "batch-hard"
+    assert json.loads((encoder_run / "options.json").read_text())["sampling"] == "semi-hard"  # the default
 
 
 def test_encoder_separates_the_easy_synthetic_eras(corpus, tmp_path):
@@ -299,3 +299,17 @@ def test_ddp_two_cpu_processes(corpus, tmp_path):
     meta = json.loads((gan / "gan.json").read_text())
     assert meta["metrics"]["images_shown"] == 3 * 4 * 2  # both processes' images count
     assert len(list((gan / "samples").glob("grid_*.png"))) >= 1
+
+
+def test_era_score_calibration_is_measured_on_clips_the_fit_never_saw():
+    from train.encoder_stage import crossfit_nll, fit_temperature, score_nll
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 400)
+    noise = rng.random((400, 5)) * 3  # distances that carry no era information
+    in_sample = score_nll(noise, labels, fit_temperature(noise, labels))
+    assert crossfit_nll(noise, labels) >= in_sample  # the in-sample fit flatters itself
+    assert abs(crossfit_nll(noise, labels) - np.log(5)) < 0.05
+    informative = noise.copy()
+    informative[np.arange(400), labels] -= 1.5
+    assert crossfit_nll(informative, labels) < np.log(5) - 0.3

@@ -182,19 +182,36 @@ def centroid_distances(embeddings: np.ndarray, centroids: np.ndarray, p: float) 
                               torch.as_tensor(centroids, dtype=torch.float64), p).numpy()
 
 
+def score_nll(distances: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    """Mean negative log-likelihood of the true era under softmax(-d / T)."""
+    logits = -distances / temperature
+    logits = logits - logits.max(1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    return float(-log_p[np.arange(len(labels)), labels].mean())
+
+
 def fit_temperature(distances: np.ndarray, labels: np.ndarray) -> float:
     """T minimising the NLL of softmax(-d / T) on held-out clips (1-D search over log T)."""
     if len(labels) == 0:
         return 1.0
-    best_t, best_nll = 1.0, math.inf
-    for t in np.exp(np.linspace(math.log(0.01), math.log(100.0), 200)):
-        logits = -distances / t
-        logits = logits - logits.max(1, keepdims=True)
-        log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-        nll = -log_p[np.arange(len(labels)), labels].mean()
-        if nll < best_nll:
-            best_t, best_nll = float(t), float(nll)
-    return best_t
+    grid = np.exp(np.linspace(math.log(0.01), math.log(100.0), 200))
+    return float(min(grid, key=lambda t: score_nll(distances, labels, t)))
+
+
+def crossfit_nll(distances: np.ndarray, labels: np.ndarray, folds: int = 2, seed: int = 0) -> float:
+    """NLL of the era scores on clips whose temperature was fitted on the other folds.
+
+    The exported temperature is fitted on all held-out clips (it is a calibration setting, and accuracy does
+    not depend on it); this figure is what calibration looks like on clips the fit never saw.
+    """
+    if len(labels) < 2 * folds:
+        return float("nan")
+    fold = np.random.default_rng(seed).permutation(len(labels)) % folds
+    total = 0.0
+    for k in range(folds):
+        t = fit_temperature(distances[fold != k], labels[fold != k])
+        total += score_nll(distances[fold == k], labels[fold == k], t) * (fold == k).sum()
+    return total / len(labels)
 
 
 def embedding_metrics(train_emb, train_labels, test_emb, test_labels, p: float) -> dict:
@@ -213,6 +230,7 @@ def embedding_metrics(train_emb, train_labels, test_emb, test_labels, p: float) 
         "heldout_silhouette": silhouette,
         "train_accuracy": float((train_d.argmin(1) == train_labels).mean()),
         "score_temperature": fit_temperature(d, test_labels),
+        "score_nll_crossfit": crossfit_nll(d, test_labels) if len(test_labels) else float("nan"),
         "centroids": centroids,
     }
 
@@ -385,6 +403,7 @@ def _end_of_epoch(cfg, run, model, train_set, test_set, mean, std, device, info,
     row = {"kind": "epoch", "step": step, "epoch": epoch, "loss": float(np.mean(losses)) if losses else None,
            "heldout_accuracy": m["heldout_accuracy"], "heldout_silhouette": m["heldout_silhouette"],
            "train_accuracy": m["train_accuracy"], "score_temperature": m["score_temperature"],
+           "score_nll_crossfit": m["score_nll_crossfit"],
            "epoch_seconds": epoch_seconds}
     run.metrics(row)
     scatter = save_scatter(run.file("samples") / f"scatter_epoch{epoch:03d}.png", train_emb,
@@ -422,7 +441,8 @@ def _finish(cfg, run, model, train_set, test_set, mean, std, device, info, step,
         "score_temperature": m["score_temperature"],
         "distance_p": cfg.p,
         "metrics": {"heldout_accuracy": m["heldout_accuracy"], "heldout_silhouette": m["heldout_silhouette"],
-                    "train_accuracy": m["train_accuracy"], "steps": step, "train_seconds": seconds,
+                    "train_accuracy": m["train_accuracy"], "score_nll_crossfit": m["score_nll_crossfit"],
+                    "score_nll_uniform": math.log(len(ERAS)), "steps": step, "train_seconds": seconds,
                     "train_clips": len(train_set), "heldout_clips": len(test_set)},
         "options": cfg.to_dict(),
     }
