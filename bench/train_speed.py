@@ -29,7 +29,7 @@ from mvnet import ERAS  # noqa: E402
 from mvnet.models import Discriminator, Generator  # noqa: E402
 from train.augment import parse_policy  # noqa: E402
 from train.config import EncoderStageConfig, GanStageConfig  # noqa: E402
-from train.gan_stage import _train_step, recipe_models  # noqa: E402
+from train.gan_stage import _train_step, recipe_models, uses_eras  # noqa: E402
 
 
 def encoder_epochs(data: str, epochs: int, batched_factor: int, cache_dir: str | None) -> dict:
@@ -84,7 +84,7 @@ class _RandomPairs:
 
 def gan_images_per_second(recipe: str, preset: str, steps: int) -> float:
     cfg = GanStageConfig(recipe=recipe, preset=preset).resolved()
-    g_cfg, d_cfg = recipe_models(recipe, preset, len(ERAS) if cfg.era_weight else 0)
+    g_cfg, d_cfg = recipe_models(recipe, preset, uses_eras(cfg) * len(ERAS), bool(cfg.era_projection))
     torch.manual_seed(0)
     G, D = Generator(g_cfg), Discriminator(d_cfg)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=cfg.betas)

@@ -57,6 +57,7 @@ class DiscriminatorConfig:
     spectral_norm: bool = True
     batch_norm: bool = False  # the report's D uses BatchNorm (not with spectral norm)
     era_classes: int = 0  # > 0: an auxiliary era classifier on D's features (AC-GAN); training only
+    era_projection: bool = False  # also project D's features on a learned vector per era (needs era_classes)
     image_size: int = 64
 
 
@@ -233,17 +234,25 @@ class Discriminator(nn.Module):
         features = 16 * c * side * side
         self.head = sn(nn.Linear(features, 1))
         self.project = sn(nn.Linear(cfg.embedding_dim, features, bias=False)) if cfg.conditional else None
-        self.era_head = sn(nn.Linear(features, cfg.era_classes)) if cfg.era_classes else None
+        # No spectral norm on the era head: it would cap the logits near 0 and keep the era loss at ln 5.
+        self.era_head = nn.Linear(features, cfg.era_classes) if cfg.era_classes else None
+        self.era_embed = (sn(nn.Embedding(cfg.era_classes, features)) if cfg.era_classes and cfg.era_projection
+                          else None)
 
     def forward(self, images: torch.Tensor, embedding: torch.Tensor | None = None,
-                with_eras: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Real/fake logits (B,); with_eras=True also returns era logits (B, era_classes)."""
+                with_eras: bool = False, eras: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Real/fake logits (B,); with_eras=True also returns era logits (B, era_classes). `eras` (B,) are the
+        eras of the clips the images go with (needed when era_projection is on)."""
         h = self.blocks(images).flatten(1)
         logits = self.head(h).squeeze(1)
         if self.project is not None:
             if embedding is None:
                 raise ValueError("this discriminator is conditional: pass the embedding")
             logits = logits + (self.project(embedding) * h).sum(dim=1)
+        if self.era_embed is not None:
+            if eras is None:
+                raise ValueError("this discriminator projects on eras: pass the eras")
+            logits = logits + (self.era_embed(eras) * h).sum(dim=1)
         if not with_eras:
             return logits
         if self.era_head is None:

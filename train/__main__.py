@@ -41,6 +41,7 @@ HELP = {
     "mode_seeking": "weight of the mode-seeking diversity term (0 = off)",
     "cond_sigma": "conditioning augmentation: noise as a fraction of the within-era spread (0 = off)",
     "era_weight": "weight of the AC-GAN era term: D classifies real paintings' eras, G paints the clip's era (0 = off)",
+    "era_projection": "D also projects on the clip's era label (cGAN with projection)",
     "era_ce": "weight of an auxiliary era cross-entropy on the embedding (0 = triplet loss only)",
     "freq_mask": "SpecAugment: mask up to this many mel bins per clip (0 = off)",
     "time_mask": "SpecAugment: mask up to this many frames per clip (0 = off)",
@@ -63,6 +64,10 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
         default = f.default if f.default is not dataclasses.MISSING else None
         kind = str(f.type)
         text = HELP.get(f.name, f.name.replace("_", " "))
+        if kind == "bool | None":  # a recipe default unless given: --x / --no-x
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{text} (default: the recipe's)")
+            continue
         if kind == "bool":
             if default:
                 parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",

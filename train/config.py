@@ -132,6 +132,7 @@ class GanStageConfig(_JsonConfig):
     mode_seeking: float | None = None  # weight of the mode-seeking term (0 = off)
     cond_sigma: float | None = None  # conditioning augmentation: fraction of the within-era spread
     era_weight: float | None = None  # AC-GAN term: D classifies real paintings' eras, G paints the clip's era
+    era_projection: bool | None = None  # D also projects on the clip's era label (Miyato & Koyama 2018)
     samples_per_era: int = 8  # columns of the per-epoch sample grid
     seed: int = 0
     device: str | None = None
@@ -167,11 +168,12 @@ class GanStageConfig(_JsonConfig):
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": dict(
         batch_size=15, lr_g=2e-4, lr_d=5e-5, betas=(0.5, 0.999), label_smoothing=0.2, diffaugment="",
-        ema_kimg=0.0, mode_seeking=0.0, cond_sigma=0.0, era_weight=0.0,
+        ema_kimg=0.0, mode_seeking=0.0, cond_sigma=0.0, era_weight=0.0, era_projection=False,
     ),
     "ours": dict(
         batch_size=32, lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.99), label_smoothing=0.0,
         diffaugment="color,translation,cutout", ema_kimg=1.0, mode_seeking=1.0, cond_sigma=0.3, era_weight=1.0,
+        era_projection=False,
     ),
 }
 

@@ -44,7 +44,8 @@ GAN_META = "gan.json"
 
 
 # ---------------------------------------------------------------------------------------------- models
-def recipe_models(recipe: str, preset: str, era_classes: int = 0) -> tuple[GeneratorConfig, DiscriminatorConfig]:
+def recipe_models(recipe: str, preset: str, era_classes: int = 0,
+                  era_projection: bool = False) -> tuple[GeneratorConfig, DiscriminatorConfig]:
     """Architectures of a recipe at a preset's widths.
 
     paper: the report's G (conditioned at its input only, InstanceNorm, no FiLM) and D (unconditional,
@@ -56,7 +57,13 @@ def recipe_models(recipe: str, preset: str, era_classes: int = 0) -> tuple[Gener
         return (dataclasses.replace(g, norm="instance", film=False),
                 dataclasses.replace(d, conditional=False, spectral_norm=False, batch_norm=True, era_classes=0))
     return (dataclasses.replace(g, film=True),
-            dataclasses.replace(d, conditional=True, spectral_norm=True, batch_norm=False, era_classes=era_classes))
+            dataclasses.replace(d, conditional=True, spectral_norm=True, batch_norm=False, era_classes=era_classes,
+                                era_projection=era_projection and era_classes > 0))
+
+
+def uses_eras(cfg: GanStageConfig) -> bool:
+    """Whether D learns anything about eras (the AC-GAN term or the era projection)."""
+    return cfg.recipe == "ours" and bool(cfg.era_weight or cfg.era_projection)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -127,7 +134,7 @@ def _run(cfg: GanStageConfig, callbacks: Callbacks, info) -> StageResult:
     encoder.requires_grad_(False)
     mean = torch.tensor(enc_meta["features"]["mean"], device=device)
     std = torch.tensor(enc_meta["features"]["std"], device=device)
-    g_cfg, d_cfg = recipe_models(cfg.recipe, cfg.preset, len(ERAS) if cfg.era_weight else 0)
+    g_cfg, d_cfg = recipe_models(cfg.recipe, cfg.preset, uses_eras(cfg) * len(ERAS), bool(cfg.era_projection))
     data = load_corpus(cfg.data_root, cfg.cache_dir, image_size=g_cfg.image_size, device=device, log=run.log)
     (train_clips, train_split), (test_clips, _) = data["training"], data["testing"]
     del data
@@ -275,23 +282,22 @@ def _train_step(cfg, items, pairs: PaintingPairDataset, train_emb, train_labels,
     d_cond = cond if conditional else None
     opt_d.zero_grad(set_to_none=True)
     stats = {}
-    with_eras = bool(cfg.era_weight)
-    out = D_train(diff_augment(real, policy), d_cond, with_eras=True) if with_eras else D_train(diff_augment(real, policy), d_cond)
-    d_real, era_real = out if with_eras else (out, None)
+    with_eras = uses_eras(cfg)
+    era_kwargs = {"with_eras": True, "eras": eras} if with_eras else {}
+    d_real, era_real = _d_outputs(D_train(diff_augment(real, policy), d_cond, **era_kwargs), with_eras)
     loss_real = (hinge_d_loss(d_real, d_real)[0] if cfg.recipe == "ours"
                  else bce_d_loss(d_real, d_real, cfg.label_smoothing)[0])
-    if with_eras:  # real paintings only: D never learns to classify G's images, so G cannot game it that way
+    if cfg.era_weight:  # real paintings only: D never learns to classify G's images, so G cannot game it that way
         era_loss = nn.functional.cross_entropy(era_real, eras)
         loss_real = loss_real + cfg.era_weight * era_loss
         stats.update(era_d=float(era_loss.detach()),
                      era_real_acc=float((era_real.argmax(1) == eras).float().mean()))
     loss_real.backward()
-    out = D_train(diff_augment(fake, policy), d_cond, with_eras=True) if with_eras else D_train(diff_augment(fake, policy), d_cond)
-    d_fake = out[0] if with_eras else out
+    d_fake, era_fake = _d_outputs(D_train(diff_augment(fake, policy), d_cond, **era_kwargs), with_eras)
     loss_fake = (hinge_d_loss(d_fake, d_fake)[1] if cfg.recipe == "ours"
                  else bce_d_loss(d_fake, d_fake, cfg.label_smoothing)[1])
     if with_eras:  # zero-weight use of the era head keeps DDP's gradient buckets identical in both passes
-        loss_fake = loss_fake + 0.0 * out[1].sum()
+        loss_fake = loss_fake + 0.0 * era_fake.sum()
     loss_fake.backward()
     opt_d.step()
 
@@ -302,13 +308,15 @@ def _train_step(cfg, items, pairs: PaintingPairDataset, train_emb, train_labels,
         g_cond, g_eras = torch.cat([cond[: b // 2], cond[: b // 2]]), torch.cat([eras[: b // 2], eras[: b // 2]])
     z = torch.randn(b, noise_dim, device=device)
     fake = G_train(g_cond, z)
-    out = D(diff_augment(fake, policy), g_cond if conditional else None, with_eras=with_eras)
-    logits = out[0] if with_eras else out
+    g_kwargs = {"with_eras": True, "eras": g_eras} if with_eras else {}
+    logits, era_logits = _d_outputs(D(diff_augment(fake, policy), g_cond if conditional else None, **g_kwargs),
+                                    with_eras)
     loss_g = hinge_g_loss(logits) if cfg.recipe == "ours" else bce_g_loss(logits)
-    if with_eras:
-        era_g = nn.functional.cross_entropy(out[1], g_eras)
+    if cfg.era_weight:
+        era_g = nn.functional.cross_entropy(era_logits, g_eras)
         loss_g = loss_g + cfg.era_weight * era_g
-        stats.update(era_g=float(era_g.detach()), era_fake_acc=float((out[1].argmax(1) == g_eras).float().mean()))
+        stats.update(era_g=float(era_g.detach()),
+                     era_fake_acc=float((era_logits.argmax(1) == g_eras).float().mean()))
     if cfg.mode_seeking:
         ms = mode_seeking_loss(fake, z)
         loss_g = loss_g + cfg.mode_seeking * ms
@@ -320,6 +328,11 @@ def _train_step(cfg, items, pairs: PaintingPairDataset, train_emb, train_labels,
     stats.update(loss_d=float((loss_real + loss_fake).detach()), loss_g=float(loss_g.detach()),
                  d_real=float(d_real.detach().mean()), d_fake=float(d_fake.detach().mean()))
     return stats
+
+
+def _d_outputs(out, with_eras: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(real/fake logits, era logits or None) from a D call with or without with_eras."""
+    return out if with_eras else (out, None)
 
 
 @torch.no_grad()
