@@ -740,7 +740,7 @@ def build_demo() -> gr.Blocks:
 
 def _train_tab() -> dict:
     """The Train tab's components; returns those the rest of the page wires to."""
-    from train.config import RECIPE_DEFAULTS, RECIPES, SAMPLING_LR, SAMPLINGS, EncoderStageConfig
+    from train.config import RECIPE_DEFAULTS, RECIPES, SAMPLING_DEFAULTS, SAMPLINGS, EncoderStageConfig
 
     defaults = EncoderStageConfig().resolved()
     ours = RECIPE_DEFAULTS["ours"]
@@ -799,7 +799,8 @@ def _train_tab() -> dict:
         return values["batch_size"], values["lr_g"], values["lr_d"], [p for p in values["diffaugment"].split(",") if p]
 
     recipe.change(recipe_defaults, recipe, [batch_size, lr_g, lr_d, diffaugment], api_name=False)
-    sampling.change(lambda name: SAMPLING_LR[name], sampling, enc_lr, api_name=False)
+    sampling.change(lambda name: (SAMPLING_DEFAULTS[name]["epochs"], SAMPLING_DEFAULTS[name]["lr"]), sampling,
+                    [enc_epochs, enc_lr], api_name=False)
     status_outputs = [progress, train_status, curves, scatter, samples, timer]
     timer.tick(training_status, None, status_outputs, api_name="train_status", concurrency_limit=None)
     start_button.click(start_training, [dataset, run_name, enc_epochs, sampling, eras_per_batch, clips_per_era,

@@ -34,7 +34,6 @@ class EncoderConfig:
     n_blocks: int = 6
     embedding_dim: int = 10
     input_hw: tuple[int, int] = (128, 256)
-    pool_time: bool = False  # average the last feature map over time before the head (the report flattens)
 
 
 @dataclass
@@ -121,13 +120,10 @@ class AudioEncoder(nn.Module):
             channels = out
         self.blocks = nn.Sequential(*blocks)
         h, w = (s // 2**cfg.n_blocks for s in cfg.input_hw)
-        self.head = nn.Linear(channels * h * (1 if cfg.pool_time else w), cfg.embedding_dim)
+        self.head = nn.Linear(channels * h * w, cfg.embedding_dim)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(features)
-        if self.cfg.pool_time:  # an era does not depend on where in the window a bar falls
-            x = x.mean(dim=3)
-        return self.head(x.flatten(1))
+        return self.head(self.blocks(features).flatten(1))
 
 
 class SelfAttention(nn.Module):

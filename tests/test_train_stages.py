@@ -313,3 +313,14 @@ def test_era_score_calibration_is_measured_on_clips_the_fit_never_saw():
     informative = noise.copy()
     informative[np.arange(400), labels] -= 1.5
     assert crossfit_nll(informative, labels) < np.log(5) - 0.3
+
+
+def test_paper_sampling_resolves_to_the_reports_recipe_and_batched_to_ours():
+    paper = EncoderStageConfig(sampling="paper").resolved()
+    assert (paper.lr, paper.epochs, paper.augment, paper.era_ce, paper.cosine_lr) == (5e-5, 15, False, 0.0, False)
+    ours = EncoderStageConfig().resolved()
+    assert ours.sampling == "semi-hard" and (ours.lr, ours.epochs, ours.era_ce) == (1e-3, 30, 1.0)
+    assert ours.freq_mask > 0 and ours.time_mask > 0 and ours.cosine_lr
+    assert EncoderStageConfig(lr=3e-4, epochs=2).resolved().lr == 3e-4  # a given value wins
+    with pytest.raises(ConfigError, match="era_ce"):
+        EncoderStageConfig(sampling="paper", era_ce=1.0).validate()

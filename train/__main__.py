@@ -161,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     al.add_argument("--runs", default="runs/all", help="folder for the two run folders")
     al.add_argument("--out", default="weights")
     al.add_argument("--recipe", default="ours", choices=RECIPES)
-    al.add_argument("--epochs", type=int, help="encoder epochs (default 15)")
+    al.add_argument("--epochs", type=int, help="encoder epochs (default: the sampling's, 30)")
     al.add_argument("--kimg", type=float, help="GAN budget in kimg (default 5 epochs)")
     al.add_argument("--preset", default="cpu")
     al.add_argument("--device")
