@@ -220,6 +220,9 @@ def test_evaluate_and_comparison_table(corpus, judged, weights):
     assert 0 <= results["generated"]["accuracy"] <= 1
     assert results["kid"]["overall"]["subset_size"] == 30
     assert set(results["diversity"]["per_era"]) == set(ERAS)
+    assert abs(sum(results["generated"]["predicted_share"].values()) - 1) < 1e-3
+    assert results["generated"]["from_centroids"]["count"]["modern"] == 48  # 4 x 4 x images_per_clip
+    assert 0 <= results["generated"]["from_centroids"]["accuracy"] <= 1
     # An untrained generator ignores the condition: its images look alike across eras and clips.
     assert results["diversity"]["mean"] < 1.0
     json.dumps(results)  # JSON-able

@@ -53,6 +53,7 @@ HELP = {
     "device": "cpu, cuda, cuda:1 ... (default: CUDA when present)",
     "snapshot_kimg": "sample grid every this many kimg (default: once per epoch)",
 }
+BUNDLED_KIMG = 200.0  # GAN budget of the bundled weights (weights/README.md), the default of `all`
 # Short names first; the field names work too (torchrun takes `--run` for its own `--run-path`, so use
 # `--run-dir` under torchrun).
 FLAG_NAMES = {"data_root": ("--data", "--data-root"), "run_dir": ("--run", "--run-dir")}
@@ -162,7 +163,8 @@ def _parser() -> argparse.ArgumentParser:
     al.add_argument("--out", default="weights")
     al.add_argument("--recipe", default="ours", choices=RECIPES)
     al.add_argument("--epochs", type=int, help="encoder epochs (default: the sampling's, 30)")
-    al.add_argument("--kimg", type=float, help="GAN budget in kimg (default 5 epochs)")
+    al.add_argument("--kimg", type=float, default=BUNDLED_KIMG,
+                    help=f"GAN budget in kimg (default {BUNDLED_KIMG:g}, the bundled weights' budget)")
     al.add_argument("--preset", default="cpu")
     al.add_argument("--device")
     al.add_argument("--resume", action="store_true")

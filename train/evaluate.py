@@ -196,6 +196,15 @@ def evaluate(pipeline: MVNet, data_root: str | Path, judge_dir: str | Path = "ca
     predicted = logits.argmax(1)
     generated = classification_report(predicted, image_labels)
     generated["agreement_with_encoder"] = float((predicted == np.repeat(encoder_era, images_per_clip)).mean())
+    # Where the judge puts the generated images: a generator that paints one era for everything would score
+    # that era's accuracy high; this share shows it (each era is 20% of the clips).
+    generated["predicted_share"] = {era: float((predicted == k).mean()) for k, era in enumerate(ERAS)}
+    # The generator alone: images painted from each era centroid (what a perfectly placed clip would get).
+    n_centroid = 4 * images_per_clip * 4
+    centroid_images = torch.cat([pipeline.paint(c, n=n_centroid, seed=seed) for c in pipeline.centroids])
+    centroid_logits, _ = judge_outputs(bundle.judge, centroid_images)
+    generated["from_centroids"] = classification_report(centroid_logits.argmax(1),
+                                                        np.repeat(np.arange(len(ERAS)), n_centroid))
 
     started = time.perf_counter()
     real_labels = bundle.testing.labels
@@ -260,6 +269,8 @@ SUMMARY_ROWS = [
     ("Era accuracy of generated images (judge)",
      lambda r: f"{_pct(r['generated']['accuracy'])} (balanced {_pct(r['generated']['balanced_accuracy'])})"),
     ("Judge agrees with the encoder's era", lambda r: _pct(r["generated"]["agreement_with_encoder"])),
+    ("Era accuracy of images painted from the era centroids (generator alone)",
+     lambda r: _pct(r["generated"].get("from_centroids", {}).get("accuracy"))),
     ("Diversity ratio, mean over eras (~1 real, ~0 collapse)", lambda r: _fmt(r["diversity"]["mean"])),
     ("Same-clip diversity ratio (noise only)", lambda r: _fmt(r["diversity"]["same_clip_mean"])),
     ("KID x 10^3, all eras (± std over subsets; lower is better)", lambda r: _kid_text(r["kid"]["overall"])),
@@ -272,15 +283,18 @@ def render_comparison(runs: dict[str, dict]) -> str:
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     lines += [f"| {label} | " + " | ".join(cell(runs[n]) for n in names) + " |" for label, cell in SUMMARY_ROWS]
     first = runs[names[0]]
-    lines += ["", "Per era (generated era accuracy / diversity ratio / KID x 10^3):", ""]
-    header = "| era | judge on real |" + "".join(f" {n}: accuracy | {n}: diversity | {n}: KID |" for n in names)
-    lines += [header, "|---|---|" + "---|---|---|" * len(names)]
+    lines += ["", "Per era (generated era accuracy / share of all generated images the judge puts in this era "
+              "(20% each if balanced) / diversity ratio / KID x 10^3):", ""]
+    header = "| era | judge on real |" + "".join(f" {n}: accuracy | {n}: judged share | {n}: diversity | {n}: KID |"
+                                                 for n in names)
+    lines += [header, "|---|---|" + "---|---|---|---|" * len(names)]
     for era in ERAS:
         row = f"| {era} | {_pct(first['judge']['per_era'].get(era))} |"
         for n in names:
             r = runs[n]
-            row += (f" {_pct(r['generated']['per_era'].get(era))} | {_fmt(r['diversity']['per_era'].get(era))} |"
-                    f" {_kid_text(r['kid']['per_era'].get(era))} |")
+            share = r["generated"].get("predicted_share", {}).get(era)
+            row += (f" {_pct(r['generated']['per_era'].get(era))} | {_pct(share)} |"
+                    f" {_fmt(r['diversity']['per_era'].get(era))} | {_kid_text(r['kid']['per_era'].get(era))} |")
         lines.append(row)
     counts = first["clips"]["per_era"]
     lines += ["", f"Held-out clips per era: {', '.join(f'{e} {counts[e]}' for e in ERAS)}; "
