@@ -761,7 +761,7 @@ def _train_tab() -> dict:
                 eras_per_batch = gr.Number(defaults.eras_per_batch, precision=0, label="Eras per batch (P)")
                 clips_per_era = gr.Number(defaults.clips_per_era, precision=0, label="Clips per era (K)")
             with gr.Row():
-                enc_lr = gr.Number(defaults.lr, label="Learning rate")
+                enc_lr = gr.Number(defaults.lr, label="Learning rate (0 = the sampling's default)")
                 margin = gr.Number(defaults.margin, label="Margin")
         with gr.Column():
             gr.Markdown("**Stage 2: conditional GAN** (encoder frozen)")

@@ -324,7 +324,7 @@ TRAIN_SETTINGS = ["tiny", "", 1, "batch-hard", 5, 2, 1e-3, 3.0, "ours", 1, 8, 2e
 @pytest.mark.parametrize("index, value, message", [
     (2, 0, "less than minimum value 1|Encoder epochs must be a whole number from 1"), (2, None, "Encoder epochs must be a whole number"),
     (2, 10**9, "Encoder epochs must be a whole number from 1 to 10000"), (9, -1, "less than minimum value 1|GAN epochs"),
-    (5, 1, "Clips per era"), (4, 7, "Eras per batch"), (6, 0, "encoder learning rate"), (10, 3, "even batch_size"),
+    (5, 1, "Clips per era"), (4, 7, "Eras per batch"), (6, -1e-3, "encoder learning rate"), (10, 3, "even batch_size"),
 ])
 def test_app_training_numbers_are_range_checked(client, index, value, message):
     from gradio_client.exceptions import AppError
