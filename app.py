@@ -755,8 +755,8 @@ def _train_tab() -> dict:
     with gr.Row():
         with gr.Column():
             gr.Markdown("**Stage 1: audio encoder** (triplet margin loss)")
-            enc_epochs = gr.Number(defaults.epochs, precision=0, label="Epochs", minimum=1)
-            sampling = gr.Radio(list(SAMPLINGS), value=defaults.sampling, label="Triplet sampling")
+            enc_epochs = gr.Number(defaults.epochs, precision=0, label="Epochs", minimum=1, elem_id="encoder-epochs")
+            sampling = gr.Radio(list(SAMPLINGS), value=defaults.sampling, label="Triplet sampling", elem_id="sampling")
             with gr.Row():
                 eras_per_batch = gr.Number(defaults.eras_per_batch, precision=0, label="Eras per batch (P)")
                 clips_per_era = gr.Number(defaults.clips_per_era, precision=0, label="Clips per era (K)")

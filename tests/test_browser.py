@@ -115,6 +115,22 @@ def test_train_and_about_tabs_render(page):
     shoot(page, "about")
 
 
+def test_train_tab_follows_the_chosen_sampling(page):
+    """Picking the report's sampling sets its epochs and learning rate (15, 5e-5); a batched one sets ours back."""
+    page.get_by_role("tab", name="Train").click()
+    lr = page.get_by_label("Learning rate (0 = the sampling's default)")
+    epochs = page.locator("#encoder-epochs input")
+    assert float(lr.input_value()) == pytest.approx(1e-3) and epochs.input_value() == "30"
+    page.locator("#sampling input[value=paper]").check()
+    page.wait_for_function("() => [...document.querySelectorAll('input[type=number]')]"
+                           ".some(e => Math.abs(Number(e.value) - 5e-5) < 1e-9)")
+    assert float(lr.input_value()) == pytest.approx(5e-5) and epochs.input_value() == "15"
+    page.locator("#sampling input[value=batch-hard]").check()
+    page.wait_for_function("() => [...document.querySelectorAll('input[type=number]')]"
+                           ".some(e => Math.abs(Number(e.value) - 1e-3) < 1e-9)")
+    assert float(lr.input_value()) == pytest.approx(1e-3) and epochs.input_value() == "30"
+
+
 def test_record_with_the_fake_microphone_and_paint(page):
     """Chromium's fake capture device plays beeps; a 4 s recording is looped to one window and painted."""
     page.get_by_role("tab", name="Paint from music").click()
