@@ -6,9 +6,10 @@
 
 Encoder: trains stage 1 with `--sampling paper` (the report's batch-1 scheme) for --encoder-epochs and with
 batch-hard and semi-hard mining for --encoder-epochs x --batched-factor epochs, each at its own default learning
-rate (train.config.SAMPLING_LR: the report's 5e-5 for paper, 1e-3 batched), and prints seconds per epoch
+rate (train.config.SAMPLING_DEFAULTS: the report's 5e-5 for paper, 1e-3 batched), and prints seconds per epoch
 (training steps only, from metrics.jsonl), the ratio, the held-out nearest-centroid accuracy after the same
-number of epochs, and how much sooner batched mining first reaches the accuracy the report's scheme ends at. GAN: times the real training step (D update + G update, the recipe's losses and
+number of epochs, and how much sooner batched mining first reaches the accuracy the report's scheme ends at.
+GAN: times the real training step (D update + G update, the recipe's losses and
 augmentation) for each recipe at the CPU and REPORT presets on random tensors, and prints images/s.
 """
 

@@ -28,7 +28,6 @@ SAMPLING_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": dict(lr=5e-5, epochs=15, augment=False, freq_mask=0, time_mask=0, pitch_bins=0, cosine_lr=False,
                   era_ce=0.0),
 }
-SAMPLING_LR = {name: values["lr"] for name, values in SAMPLING_DEFAULTS.items()}
 RECIPES = ("ours", "paper")
 
 
@@ -78,7 +77,7 @@ class EncoderStageConfig(_JsonConfig):
     sampling: str = "semi-hard"  # "batch-hard" | "semi-hard" | "paper" (report: batch 1, picks in Python)
     eras_per_batch: int = 5  # P
     clips_per_era: int = 8  # K  (batch = P * K clips)
-    lr: float | None = None  # None: the sampling's default (SAMPLING_LR; the report's 5e-5 for "paper")
+    lr: float | None = None  # None: the sampling's default (SAMPLING_DEFAULTS; the report's 5e-5 for "paper")
     betas: tuple[float, float] = (0.5, 0.999)
     margin: float = 3.0
     p: float = 5.0  # norm of the triplet distance, also used for centroids and era scores
@@ -124,7 +123,8 @@ class GanStageConfig(_JsonConfig):
     recipe "paper": the report's setup (unconditional BatchNorm D, BCE with label smoothing 0.2, G Adam 2e-4 as
     in the report's code -- its text says 2e-3 --, D Adam 5e-5, batch 15, G conditioned at its input only).
     recipe "ours": projection D with spectral norm, hinge loss, DiffAugment, EMA of G, mode-seeking term,
-    conditioning augmentation, FiLM in G, and an auxiliary era classifier in D (AC-GAN) that G must satisfy. Fields left at None take the recipe's value (see `resolved`).
+    conditioning augmentation, FiLM in G, and an auxiliary era classifier in D (AC-GAN) that G must satisfy.
+    Fields left at None take the recipe's value (see `resolved`).
     """
 
     data_root: str = "data/starter"

@@ -230,7 +230,7 @@ def embedding_metrics(train_emb, train_labels, test_emb, test_labels, p: float) 
         "heldout_silhouette": silhouette,
         "train_accuracy": float((train_d.argmin(1) == train_labels).mean()),
         "score_temperature": fit_temperature(d, test_labels),
-        "score_nll_crossfit": crossfit_nll(d, test_labels) if len(test_labels) else float("nan"),
+        "score_nll_crossfit": crossfit_nll(d, test_labels),
         "centroids": centroids,
     }
 
@@ -294,16 +294,15 @@ def _run(cfg: EncoderStageConfig, callbacks: Callbacks, info) -> StageResult:
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     # channels_last: oneDNN's NHWC convolutions make a batched step ~19% faster on CPU (no change at batch 1).
     model = AudioEncoder(encoder_cfg).to(device, memory_format=torch.channels_last)
-    trainable = _WithEraHead(model).to(device)
-    optimizer = torch.optim.Adam(trainable.parameters() if cfg.era_ce else model.parameters(), lr=cfg.lr,
-                                 betas=tuple(cfg.betas))
+    trainable = _WithEraHead(model).to(device) if cfg.era_ce else model
+    optimizer = torch.optim.Adam(trainable.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     seed_everything(cfg.seed + info.rank)
 
     step, epoch, position, seconds_before = 0, 0, 0, 0.0
     if cfg.resume and has_checkpoint(cfg.run_dir):
         state = load_checkpoint(cfg.run_dir)
         model.load_state_dict(state["model"])
-        if "era_head" in state:
+        if cfg.era_ce:
             trainable.era_head.load_state_dict(state["era_head"])
         optimizer.load_state_dict(state["optimizer"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
@@ -311,7 +310,7 @@ def _run(cfg: EncoderStageConfig, callbacks: Callbacks, info) -> StageResult:
         restore_rng_after_resume(state, cfg.seed, info.rank)
         run.truncate_metrics(step)
         run.log(f"resumed at step {step} (epoch {epoch}, batch {position})")
-    ddp_model = wrap(trainable if cfg.era_ce else model, info)
+    ddp_model = wrap(trainable, info)
     miner = MINERS.get(cfg.sampling)
     steps_per_epoch = len(epoch_plan(cfg, train_labels, 0, info.rank, info.world_size))
     total_steps = steps_per_epoch * cfg.epochs
@@ -320,8 +319,8 @@ def _run(cfg: EncoderStageConfig, callbacks: Callbacks, info) -> StageResult:
 
     def checkpoint(epoch_, position_):
         if info.is_main:
-            save_checkpoint(cfg.run_dir, {"model": model.state_dict(), "era_head": trainable.era_head.state_dict(),
-                                          "optimizer": optimizer.state_dict(),
+            save_checkpoint(cfg.run_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                          **({"era_head": trainable.era_head.state_dict()} if cfg.era_ce else {}),
                                           "step": step, "epoch": epoch_, "position": position_,
                                           "train_seconds": seconds_before + time.time() - started,
                                           "stage": "encoder"})

@@ -161,7 +161,7 @@ def new_run_plan(run_dir: Path, data_root: Path, *, enc_epochs, sampling, eras_p
     """Range-check the Train tab's numbers, write run_dir/app_plan.json, return the plan (JobError if bad).
 
     GAN batch size and learning rates of 0 take the recipe's defaults; an encoder learning rate of 0 the
-    sampling's (train.config.SAMPLING_LR).
+    sampling's (train.config.SAMPLING_DEFAULTS).
     """
     from train.config import ConfigError, EncoderStageConfig, GanStageConfig
 
